@@ -1,0 +1,114 @@
+"""Discrete DDPM noise schedules and exact SNR <-> timestep conversion.
+
+Forward process (Ho et al. 2020, eq. 4): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` with
+``abar_t = prod_{s<=t} (1 - beta_s)``. The signal-to-noise ratio is ``SNR(t) = abar_t / (1 - abar_t)``
+(Kingma et al. 2021), strictly decreasing in ``t`` for both schedules below, so the map is invertible.
+Timesteps are 0-based: ``t = 0`` is the least noisy step, ``t = num_steps - 1`` the noisiest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Hashable description of a schedule (goes into artifact keys and reports)."""
+
+    kind: str = "linear"
+    num_steps: int = 1000
+
+    def build(self) -> NoiseSchedule:
+        builders = {"linear": NoiseSchedule.linear, "cosine": NoiseSchedule.cosine}
+        if self.kind not in builders:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {sorted(builders)}")
+        return builders[self.kind](self.num_steps)
+
+
+class NoiseSchedule:
+    """A discrete schedule given by its betas ``[T]`` (float64 internally for exact conversions)."""
+
+    def __init__(self, betas: Tensor, name: str = "custom") -> None:
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or len(betas) < 1:
+            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("every beta must lie in (0, 1)")
+        self.name = name
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bar = torch.cumprod(self.alphas, dim=0)
+        self._log_snr = torch.log(self.alpha_bar) - torch.log1p(-self.alpha_bar)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.betas)
+
+    def __repr__(self) -> str:
+        return f"NoiseSchedule({self.name!r}, num_steps={self.num_steps})"
+
+    @classmethod
+    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+        """Ho et al. 2020: betas linear from 1e-4 to 0.02 (defined for T = 1000; rescaled for other T)."""
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+        scale = 1000 / num_steps
+        betas = torch.linspace(scale * beta_start, scale * beta_end, num_steps, dtype=torch.float64)
+        return cls(betas, name="linear")
+
+    @classmethod
+    def cosine(cls, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+        """Nichol & Dhariwal 2021, eq. 17: ``abar(t) = f(t)/f(0)``, ``f(t) = cos^2(((t/T + s)/(1 + s)) pi/2)``,
+        ``beta_t = min(1 - abar(t+1)/abar(t), max_beta)``."""
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+        grid = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+        f = torch.cos((grid + s) / (1 + s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        betas = (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+        return cls(betas, name="cosine")
+
+    def _index(self, t: Tensor | int) -> Tensor:
+        t = torch.as_tensor(t)
+        if t.is_floating_point():
+            raise TypeError("timesteps must be integers; use timestep_to_snr for fractional t")
+        if bool(((t < 0) | (t >= self.num_steps)).any()):
+            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}], got {t.min()}..{t.max()}")
+        return t.long()
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        """``SNR(t) = abar_t / (1 - abar_t)`` for integer timesteps (any shape), float64."""
+        return torch.exp(self._log_snr[self._index(t).cpu()])
+
+    def timestep_to_snr(self, t: Tensor | float) -> Tensor:
+        """SNR at (possibly fractional) timesteps, interpolating linearly in log-SNR between grid points."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if bool(((t < 0) | (t > self.num_steps - 1)).any()):
+            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}]")
+        lo = t.floor().long().clamp(max=self.num_steps - 2)
+        frac = t - lo
+        log_snr = self._log_snr[lo] * (1 - frac) + self._log_snr[lo + 1] * frac
+        return torch.exp(log_snr)
+
+    def snr_to_timestep(self, snr: Tensor | float) -> Tensor:
+        """Nearest integer timestep in log-SNR: ``argmin_t |log SNR(t) - log snr|``."""
+        snr = torch.as_tensor(snr, dtype=torch.float64)
+        if bool((snr <= 0).any()) or not bool(torch.isfinite(snr).all()):
+            raise ValueError("snr must be positive and finite")
+        diff = (self._log_snr.reshape(*([1] * snr.ndim), -1) - torch.log(snr).unsqueeze(-1)).abs()
+        return diff.argmin(dim=-1)
+
+    def coefficients(self, t: Tensor, ndim: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))`` shaped ``[B, 1, ..., 1]`` for broadcasting over ``ndim`` dims."""
+        abar = self.alpha_bar[self._index(t).cpu()].to(device=device, dtype=torch.float32)
+        shape = (-1,) + (1,) * (ndim - 1)
+        return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
+
+    def add_noise(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """``q(x_t | x_0)`` sample: ``sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (Ho et al. eq. 4)."""
+        a, s = self.coefficients(t, x0.ndim, x0.device)
+        return a * x0 + s * noise
