@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from diffbench.models.mlp import MLPDenoiser
@@ -22,10 +23,16 @@ class ModelConfig:
     def of(cls, arch: str, **kwargs: object) -> ModelConfig:
         return cls(arch, tuple(sorted(kwargs.items())))
 
-    def build(self) -> nn.Module:
+    def build(self, seed: int | None = None) -> nn.Module:
+        """Instantiate the model; with ``seed``, its initial weights depend on that seed alone (the global
+        RNG that ``nn.Module`` initialisers read is forked, so its outside state is untouched)."""
         if self.arch not in MODELS:
             raise ValueError(f"unknown model {self.arch!r}; available: {', '.join(sorted(MODELS))}")
-        return MODELS[self.arch](**dict(self.kwargs))
+        if seed is None:
+            return MODELS[self.arch](**dict(self.kwargs))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return MODELS[self.arch](**dict(self.kwargs))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,3 @@
+"""Loads the diffbench pytest plugin for tests/ and benchmarks/."""
+
+pytest_plugins = ["diffbench.pytest_plugin"]

@@ -1,0 +1,63 @@
+"""Which device each pytest-xdist worker uses, and how many CPU threads it may take."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+
+
+def worker_index(worker_id: str | None) -> int:
+    """``gw3`` -> 3; the controller / a run without xdist (``None`` or ``master``) -> 0."""
+    if not worker_id or worker_id == "master":
+        return 0
+    if not worker_id.startswith("gw") or not worker_id[2:].isdigit():
+        raise ValueError(f"unexpected xdist worker id {worker_id!r}")
+    return int(worker_id[2:])
+
+
+def resolve_device(
+    spec: str | None = "auto",
+    worker_id: str | None = None,
+    *,
+    cuda_count: int | None = None,
+    mps_available: bool | None = None,
+) -> torch.device:
+    """Device for a worker. ``auto``: ``gwN`` -> ``cuda:(N mod count)`` when CUDA is present, else ``mps``,
+    else ``cpu``. ``cuda`` round-robins the same way; ``cuda:K``, ``cpu`` and ``mps`` are taken literally."""
+    spec = (spec or "auto").strip()
+    cuda_count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    if mps_available is None:
+        mps_available = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    kind, _, index = spec.partition(":")
+    if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+        raise ValueError(f"unknown device {spec!r}; use one of auto, cpu, cuda, cuda:N, mps")
+    if kind == "auto":
+        kind = "cuda" if cuda_count else "mps" if mps_available else "cpu"
+    if kind == "cuda":
+        if not cuda_count:
+            raise ValueError(f"device {spec!r} requested but no CUDA device is available")
+        i = int(index) if index else worker_index(worker_id) % cuda_count
+        if i >= cuda_count:
+            raise ValueError(f"device {spec!r} requested but only {cuda_count} CUDA device(s) exist")
+        return torch.device("cuda", i)
+    if kind == "mps" and not mps_available:
+        raise ValueError("device 'mps' requested but MPS is not available")
+    return torch.device(kind)
+
+
+def threads_per_worker(num_workers: int, cores: int | None = None) -> int:
+    """CPU workers split the cores instead of oversubscribing them: ``max(1, cores // workers)``."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, num_workers))
+
+
+def configure_threads(device: torch.device, num_workers: int) -> int:
+    """Set torch's intra-op threads for a CPU worker; returns the count (0 when the device is not a CPU)."""
+    if device.type != "cpu":
+        return 0
+    n = threads_per_worker(num_workers)
+    torch.set_num_threads(n)
+    return n

@@ -1,0 +1,233 @@
+"""The diffbench pytest plugin: options, fixtures, and the merge of every worker's rows into one report.
+
+Loaded by the repository's root ``conftest.py``. Each worker appends rows to its own part file in
+``<report-dir>/<run-id>/parts/`` as they are recorded (a crashing cell loses nothing else); at session end the
+controller merges all part files of the run (every worker, and earlier sessions that passed the same
+``--run-id``, e.g. the serial timing pass) and builds ``results.jsonl``, ``summary.csv``, ``report.md``,
+``index.html`` and ``figures/``, and points ``<report-dir>/latest`` at the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffbench.cache import ArtifactCache
+from diffbench.devices import configure_threads, resolve_device
+from diffbench.profiles import PROFILES, Profile, get_profile
+from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
+
+FAMILIES = {
+    "batch_configs": "large-batch convergence: batch x LR rule x checkpoint epoch (seed 002)",
+    "size_factors": "size factor vs quality, trajectories and efficiency (seeds 000/001)",
+    "cfg": "classifier-free guidance by size (seeds 000/001)",
+    "samplers": "DDPM / DDIM / guidance / distilled samplers (seed 004)",
+    "snr_paths": "two-scale SNR paths (seed 003)",
+}
+TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
+_STATE = pytest.StashKey["_State"]()
+
+
+@dataclass
+class _State:
+    run_id: str
+    run_dir: Path
+    report_dir: Path
+    is_worker: bool
+    failures: list[dict] = field(default_factory=list)
+    report_path: Path | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("diffbench", "diffbench benchmark matrix")
+    group.addoption("--profile", default="smoke", choices=list(PROFILES),
+                    help="scale of the matrix (default: smoke)")
+    group.addoption("--report-dir", default="reports", help="where run reports go (default: reports/)")
+    group.addoption("--run-id", default=None,
+                    help="write into this run (e.g. `latest`) instead of a new one; rows of both sessions merge")
+    group.addoption("--device", default="auto",
+                    help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    group.addoption("--cache-dir", default=None,
+                    help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)")
+
+
+def _new_run_id() -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _resolve_run_id(requested: str | None, report_dir: Path) -> str:
+    if requested is None:
+        return _new_run_id()
+    if requested == "latest":
+        latest = report_dir / "latest"
+        if not latest.exists():
+            raise pytest.UsageError(f"--run-id latest: {latest} does not exist yet; run the matrix first")
+        return latest.resolve().name
+    if "/" in requested or requested in {"", ".", ".."}:
+        raise pytest.UsageError(f"--run-id must be a plain directory name, got {requested!r}")
+    return requested
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in FAMILIES.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    config.addinivalue_line("markers", "timing: pytest-benchmark cell; runs only in a serial (-n 0) session")
+    config.addinivalue_line("markers", "slow: long-running cell")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+    try:
+        resolve_device(config.getoption("device"))
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    report_dir = Path(config.getoption("report_dir"))
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is not None:
+        run_id = worker_input["diffbench_run_id"]
+    else:
+        run_id = _resolve_run_id(config.getoption("run_id"), report_dir)
+    state = _State(run_id, report_dir / run_id, report_dir, worker_input is not None)
+    config.stash[_STATE] = state
+    if not state.is_worker:
+        config.pluginmanager.register(_FailureCollector(state), "diffbench-failures")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "diffbench-xdist")
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is loaded (its hooks are unknown otherwise)."""
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput["diffbench_run_id"] = node.config.stash[_STATE].run_id
+
+
+def _family(item: pytest.Item) -> str | None:
+    for name in FAMILIES:
+        if item.get_closest_marker(name) is not None:
+            return name
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("timing") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip(f"pytest-benchmark is disabled under xdist; {TIMING_HINT}")
+
+
+class _FailureCollector:
+    """On the controller (xdist relays worker reports to it), remember failed matrix cells for the report."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        family = next((name for name in FAMILIES if name in report.keywords), None)
+        if not report.failed or family is None:
+            return
+        lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
+        message = lines[-1] if lines else "failed"
+        self.state.failures.append({"cell": report.nodeid, "family": family, "when": report.when,
+                                    "message": message[:500]})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash[_STATE]
+    if state.is_worker:
+        return
+    if not state.run_dir.exists() and not state.failures:
+        return  # nothing of the matrix ran (e.g. only tests/)
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    failures_path = state.run_dir / FAILURES_FILE
+    previous = json.loads(failures_path.read_text()) if failures_path.exists() else []
+    cells_now = {f["cell"] for f in state.failures}
+    failures = [f for f in previous if f["cell"] not in cells_now] + state.failures
+    failures_path.write_text(json.dumps(failures, indent=1))
+    rows = merge_parts(state.run_dir)
+    from diffbench.report import build_report
+
+    state.report_path = build_report(state.run_dir, rows=rows, failures=failures)
+    _point_latest(state.report_dir, state.run_id)
+
+
+def _point_latest(report_dir: Path, run_id: str) -> None:
+    link = report_dir / "latest"
+    tmp = report_dir / f".latest.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(tmp, link)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is not None and state.report_path is not None:
+        terminalreporter.write_sep("=", "diffbench report")
+        terminalreporter.write_line(f"run {state.run_id}: {state.report_path}")
+        terminalreporter.write_line(f"html: {state.report_path.parent / 'index.html'}")
+        if state.failures:
+            terminalreporter.write_line(f"{len(state.failures)} failed cell(s) are listed in the report")
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config) -> Profile:
+    """The active scale (``--profile``)."""
+    return get_profile(pytestconfig.getoption("profile"))
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """This worker's device; CPU workers get ``cores // workers`` torch threads."""
+    dev = resolve_device(pytestconfig.getoption("device"), os.environ.get("PYTEST_XDIST_WORKER"))
+    configure_threads(dev, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    return dev
+
+
+@pytest.fixture(scope="session")
+def artifacts(pytestconfig: pytest.Config) -> ArtifactCache:
+    """The content-addressed artifact cache (``--cache-dir`` / ``$DIFFBENCH_CACHE``)."""
+    return ArtifactCache(pytestconfig.getoption("cache_dir"))
+
+
+class Recorder:
+    """``record(metric, value, **params)`` appends a result row for the current cell;
+    ``record.array(name, array, **params)`` also keeps an array (e.g. samples) next to the report."""
+
+    def __init__(self, writer: RowWriter, *, family: str, cell: str, profile: Profile, device: torch.device,
+                 run_id: str) -> None:
+        self._writer, self.family, self.cell = writer, family, cell
+        self._profile, self._device, self._run_id = profile, device, run_id
+
+    def _row(self, metric: str, value: float, params: dict, seed: int | None, artifact: str | None) -> dict:
+        return make_row(family=self.family, cell=self.cell, params=params, metric=metric, value=value,
+                        seed=self._profile.seed if seed is None else seed, device=str(self._device),
+                        profile=self._profile.name, run_id=self._run_id, artifact=artifact)
+
+    def __call__(self, metric: str, value: float, *, seed: int | None = None, **params: object) -> None:
+        self._writer.write(self._row(metric, value, params, seed, None))
+
+    def array(self, name: str, array: np.ndarray | torch.Tensor, *, seed: int | None = None,
+              **params: object) -> None:
+        data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+        rel = self._writer.save_array(f"{self.cell}-{name}", data)
+        self._writer.write(self._row(name, float(len(data)), params, seed, rel))
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest, profile: Profile, device: torch.device) -> Recorder:
+    """Result rows for this cell, merged into the run's report at session end."""
+    state = request.config.stash[_STATE]
+    family = _family(request.node)
+    if family is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses `record` but carries no family marker "
+                                f"({', '.join(FAMILIES)})")
+    part = os.environ.get("PYTEST_XDIST_WORKER", "main") + f"-{os.getpid()}"
+    return Recorder(RowWriter(state.run_dir, part), family=family, cell=request.node.nodeid, profile=profile,
+                    device=device, run_id=state.run_id)
