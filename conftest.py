@@ -1,3 +1,3 @@
-"""Loads the diffbench pytest plugin for tests/ and benchmarks/."""
+"""Loads the diffbench pytest plugin for tests/ and benchmarks/ (and pytester for the plugin's own tests)."""
 
-pytest_plugins = ["diffbench.pytest_plugin"]
+pytest_plugins = ["diffbench.pytest_plugin", "pytester"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +21,7 @@ class MLPDenoiser(nn.Module):
         self.time_dim = time_dim
         widths = [dim + time_dim] + [hidden] * (num_layers - 1) + [dim]
         layers: list[nn.Module] = []
-        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (w_in, w_out) in enumerate(pairwise(widths)):
             layers.append(nn.Linear(w_in, w_out))
             if i < num_layers - 1:
                 layers.append(nn.SiLU())
