@@ -1,10 +1,10 @@
 """nox sessions: tests, lint, the benchmark matrix per device, the nightly regression run, report rebuilds.
 
-    nox -s tests                 unit and property tests
-    nox -s lint                  ruff check + format check
-    nox -s "bench(device='cpu')" the smoke matrix on one device (posargs go to pytest, e.g. -- -k cfg)
-    nox -s nightly               bench + compare against reports/baseline (fails on regressions)
-    nox -s report -- RUN_DIR...  rebuild a report from saved rows
+nox -s tests                 unit and property tests
+nox -s lint                  ruff check + format check
+nox -s "bench(device='cpu')" the smoke matrix on one device (posargs go to pytest, e.g. -- -k cfg)
+nox -s nightly               bench + compare against reports/baseline (fails on regressions)
+nox -s report -- RUN_DIR...  rebuild a report from saved rows
 """
 
 from __future__ import annotations
@@ -46,8 +46,19 @@ def bench(session: nox.Session, device: str) -> None:
     profile = os.environ.get("DIFFBENCH_PROFILE", "smoke")
     common = ["--profile", profile, "--device", device]
     session.run("pytest", "benchmarks", "-n", WORKERS, *common, *session.posargs)
-    session.run("pytest", "benchmarks", "-m", "timing", "-n", "0", "--run-id", "latest", *common,
-                *session.posargs, success_codes=[0, 5])
+    session.run(
+        "pytest",
+        "benchmarks",
+        "-m",
+        "timing",
+        "-n",
+        "0",
+        "--run-id",
+        "latest",
+        *common,
+        *session.posargs,
+        success_codes=[0, 5],
+    )
 
 
 @nox.session
@@ -55,8 +66,20 @@ def nightly(session: nox.Session) -> None:
     """The smoke matrix on CPU, then a regression report against the committed baseline."""
     _install(session)
     session.run("pytest", "benchmarks", "-n", WORKERS, "--device", "cpu", *session.posargs)
-    session.run("pytest", "benchmarks", "-m", "timing", "-n", "0", "--run-id", "latest", "--device", "cpu",
-                *session.posargs, success_codes=[0, 5])
+    session.run(
+        "pytest",
+        "benchmarks",
+        "-m",
+        "timing",
+        "-n",
+        "0",
+        "--run-id",
+        "latest",
+        "--device",
+        "cpu",
+        *session.posargs,
+        success_codes=[0, 5],
+    )
     session.run("diffbench", "compare", "reports/baseline", "reports/latest", "--out", "reports/latest/compare")
 
 

@@ -45,14 +45,26 @@ def run_spec(config_id: str, profile) -> RunSpec:
         model=ModelConfig.of("mlp", hidden=128, num_layers=3),
         data=DataConfig("gmm2d", seed=profile.seed),
         schedule=ScheduleConfig("linear", 1000),
-        train=TrainConfig(epochs=scale.epochs, batch_size=cfg.batch_size, lr=cfg.lr, lr_rule=cfg.lr_rule,
-                          base_batch_size=128, checkpoint_every=scale.checkpoint_every, seed=profile.seed),
+        train=TrainConfig(
+            epochs=scale.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            lr_rule=cfg.lr_rule,
+            base_batch_size=128,
+            checkpoint_every=scale.checkpoint_every,
+            seed=profile.seed,
+        ),
     )
 
 
 def config_params(config_id: str, spec: RunSpec) -> dict:
-    return {"config": config_id, "batch_size": spec.train.batch_size, "lr": spec.train.lr,
-            "lr_rule": spec.train.lr_rule, "effective_lr": spec.train.effective_lr}
+    return {
+        "config": config_id,
+        "batch_size": spec.train.batch_size,
+        "lr": spec.train.lr,
+        "lr_rule": spec.train.lr_rule,
+        "effective_lr": spec.train.effective_lr,
+    }
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -71,9 +83,14 @@ def test_checkpoint_quality(config_id, epoch, profile, device, artifacts, record
     spec = run_spec(config_id, profile)
     run = train_cached(spec, artifacts, device)
     model = model_at(spec, run, epoch, device)
-    metrics, samples = evaluate_gmm(model, spec.schedule.build(), cached_dataset(spec.data, "test"),
-                                    num_samples=profile.batch_configs.eval_samples,
-                                    steps=profile.batch_configs.sampling_steps, seed=profile.seed + epoch)
+    metrics, samples = evaluate_gmm(
+        model,
+        spec.schedule.build(),
+        cached_dataset(spec.data, "test"),
+        num_samples=profile.batch_configs.eval_samples,
+        steps=profile.batch_configs.sampling_steps,
+        seed=profile.seed + epoch,
+    )
     metrics["train_loss"] = run["history"][epoch - 1]["loss"]
     params = {**config_params(config_id, spec), "epoch": epoch}
     for name, value in metrics.items():

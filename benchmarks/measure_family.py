@@ -29,8 +29,23 @@ HEADLINE = {
 
 def run_family(family: str, workers: str, profile: str, cache: Path, report_dir: Path) -> float:
     env = {**os.environ, "DIFFBENCH_CACHE": str(cache)}
-    cmd = [sys.executable, "-m", "pytest", "benchmarks", "-k", family, "-n", workers, "--profile", profile,
-           "--report-dir", str(report_dir), "-q", "-p", "no:cacheprovider"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks",
+        "-k",
+        family,
+        "-n",
+        workers,
+        "--profile",
+        profile,
+        "--report-dir",
+        str(report_dir),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     return time.perf_counter() - started
@@ -60,8 +75,14 @@ def main() -> int:
     timings = {"cold_seconds": run_family(args.family, args.workers, args.profile, cache, args.report_dir)}
     timings["warm_seconds"] = run_family(args.family, args.workers, args.profile, cache, args.report_dir)
     run_dir = (args.report_dir / "latest").resolve()
-    result = {"family": args.family, "workers": args.workers, "profile": args.profile, "run": run_dir.name,
-              **timings, "final": final_rows(run_dir, args.family)}
+    result = {
+        "family": args.family,
+        "workers": args.workers,
+        "profile": args.profile,
+        "run": run_dir.name,
+        **timings,
+        "final": final_rows(run_dir, args.family),
+    }
     if not args.keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     out = args.report_dir / f"measure-{args.family}.json"

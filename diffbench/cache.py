@@ -35,8 +35,10 @@ def default_cache_dir() -> Path:
 
 def _canonical(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__type__": type(obj).__name__, **{f.name: _canonical(getattr(obj, f.name))
-                                                   for f in dataclasses.fields(obj)}}
+        return {
+            "__type__": type(obj).__name__,
+            **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+        }
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
@@ -76,8 +78,11 @@ class ArtifactCache:
         except FileNotFoundError:
             return None
         except Exception as err:  # truncated, corrupt, or not a weights-only pickle
-            warnings.warn(f"cache entry {path} is unreadable ({type(err).__name__}: {err}); rebuilding it",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"cache entry {path} is unreadable ({type(err).__name__}: {err}); rebuilding it",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             return None
 
     def get_or_build(self, kind: str, config: Any, build: Callable[[Path], Any]) -> Any:

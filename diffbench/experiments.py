@@ -46,8 +46,15 @@ def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, prog
 
     def build(workdir) -> dict:
         model = spec.model.build(seed=spec.train.seed)
-        result = train(model, spec.schedule.build(), cached_dataset(spec.data, "train"), spec.train,
-                       device=device, checkpoint_dir=workdir / "checkpoints", progress=progress)
+        result = train(
+            model,
+            spec.schedule.build(),
+            cached_dataset(spec.data, "train"),
+            spec.train,
+            device=device,
+            checkpoint_dir=workdir / "checkpoints",
+            progress=progress,
+        )
         return {"checkpoints": result.checkpoints, "history": result.history}
 
     return cache.get_or_build("runs", spec, build)
@@ -73,8 +80,9 @@ def evaluate_gmm(
 ) -> tuple[dict[str, float], Tensor]:
     """Sample ``num_samples`` points (ancestral sampling, ``eta = 1``) and score them against the held-out
     GMM split: MMD (RBF, linear), W2, held-out noise-prediction loss, sample spread and mode statistics."""
-    samples = ddim_sample(model, schedule, (num_samples, 2), steps, eta=1.0,
-                          generator=torch.Generator().manual_seed(seed)).cpu()
+    samples = ddim_sample(
+        model, schedule, (num_samples, 2), steps, eta=1.0, generator=torch.Generator().manual_seed(seed)
+    ).cpu()
     modes = mode_coverage(samples, GMM.means, GMM.std)
     metrics = {
         "mmd_rbf": mmd_rbf(samples, test.x),

@@ -48,15 +48,19 @@ class _State:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("diffbench", "diffbench benchmark matrix")
-    group.addoption("--profile", default="smoke", choices=list(PROFILES),
-                    help="scale of the matrix (default: smoke)")
+    group.addoption("--profile", default="smoke", choices=list(PROFILES), help="scale of the matrix (default: smoke)")
     group.addoption("--report-dir", default="reports", help="where run reports go (default: reports/)")
-    group.addoption("--run-id", default=None,
-                    help="write into this run (e.g. `latest`) instead of a new one; rows of both sessions merge")
-    group.addoption("--device", default="auto",
-                    help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps")
-    group.addoption("--cache-dir", default=None,
-                    help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)")
+    group.addoption(
+        "--run-id",
+        default=None,
+        help="write into this run (e.g. `latest`) instead of a new one; rows of both sessions merge",
+    )
+    group.addoption(
+        "--device", default="auto", help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps"
+    )
+    group.addoption(
+        "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
+    )
 
 
 def _new_run_id() -> str:
@@ -131,8 +135,9 @@ class _FailureCollector:
             return
         lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
         message = lines[-1] if lines else "failed"
-        self.state.failures.append({"cell": report.nodeid, "family": family, "when": report.when,
-                                    "message": message[:500]})
+        self.state.failures.append(
+            {"cell": report.nodeid, "family": family, "when": report.when, "message": message[:500]}
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -200,21 +205,30 @@ class Recorder:
     """``record(metric, value, **params)`` appends a result row for the current cell;
     ``record.array(name, array, **params)`` also keeps an array (e.g. samples) next to the report."""
 
-    def __init__(self, writer: RowWriter, *, family: str, cell: str, profile: Profile, device: torch.device,
-                 run_id: str) -> None:
+    def __init__(
+        self, writer: RowWriter, *, family: str, cell: str, profile: Profile, device: torch.device, run_id: str
+    ) -> None:
         self._writer, self.family, self.cell = writer, family, cell
         self._profile, self._device, self._run_id = profile, device, run_id
 
     def _row(self, metric: str, value: float, params: dict, seed: int | None, artifact: str | None) -> dict:
-        return make_row(family=self.family, cell=self.cell, params=params, metric=metric, value=value,
-                        seed=self._profile.seed if seed is None else seed, device=str(self._device),
-                        profile=self._profile.name, run_id=self._run_id, artifact=artifact)
+        return make_row(
+            family=self.family,
+            cell=self.cell,
+            params=params,
+            metric=metric,
+            value=value,
+            seed=self._profile.seed if seed is None else seed,
+            device=str(self._device),
+            profile=self._profile.name,
+            run_id=self._run_id,
+            artifact=artifact,
+        )
 
     def __call__(self, metric: str, value: float, *, seed: int | None = None, **params: object) -> None:
         self._writer.write(self._row(metric, value, params, seed, None))
 
-    def array(self, name: str, array: np.ndarray | torch.Tensor, *, seed: int | None = None,
-              **params: object) -> None:
+    def array(self, name: str, array: np.ndarray | torch.Tensor, *, seed: int | None = None, **params: object) -> None:
         data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
         rel = self._writer.save_array(f"{self.cell}-{name}", data)
         self._writer.write(self._row(name, float(len(data)), params, seed, rel))
@@ -226,8 +240,15 @@ def record(request: pytest.FixtureRequest, profile: Profile, device: torch.devic
     state = request.config.stash[_STATE]
     family = _family(request.node)
     if family is None:
-        raise pytest.UsageError(f"{request.node.nodeid} uses `record` but carries no family marker "
-                                f"({', '.join(FAMILIES)})")
+        raise pytest.UsageError(
+            f"{request.node.nodeid} uses `record` but carries no family marker ({', '.join(FAMILIES)})"
+        )
     part = os.environ.get("PYTEST_XDIST_WORKER", "main") + f"-{os.getpid()}"
-    return Recorder(RowWriter(state.run_dir, part), family=family, cell=request.node.nodeid, profile=profile,
-                    device=device, run_id=state.run_id)
+    return Recorder(
+        RowWriter(state.run_dir, part),
+        family=family,
+        cell=request.node.nodeid,
+        profile=profile,
+        device=device,
+        run_id=state.run_id,
+    )

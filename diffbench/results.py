@@ -29,17 +29,39 @@ def versions() -> dict[str, str]:
 
     from diffbench import __version__
 
-    return {"diffbench": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    return {
+        "diffbench": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
-def make_row(*, family: str, cell: str, params: dict, metric: str, value: float, seed: int, device: str,
-             profile: str, run_id: str, artifact: str | None = None) -> dict:
+def make_row(
+    *,
+    family: str,
+    cell: str,
+    params: dict,
+    metric: str,
+    value: float,
+    seed: int,
+    device: str,
+    profile: str,
+    run_id: str,
+    artifact: str | None = None,
+) -> dict:
     value = float(value)
     row = {
-        "family": family, "cell": cell, "params": _jsonable(params), "metric": metric,
-        "value": value if math.isfinite(value) else None, "seed": int(seed), "device": str(device),
-        "profile": profile, "run_id": run_id, "versions": versions(),
+        "family": family,
+        "cell": cell,
+        "params": _jsonable(params),
+        "metric": metric,
+        "value": value if math.isfinite(value) else None,
+        "seed": int(seed),
+        "device": str(device),
+        "profile": profile,
+        "run_id": run_id,
+        "versions": versions(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if artifact is not None:

@@ -64,8 +64,16 @@ def ddpm_sample(
     ``sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t)`` (eq. 7). Written as DDIM with ``eta = 1`` on the full
     grid, which is algebraically the same update. Returns ``[B, ...]`` or the trajectory ``[T+1, B, ...]``."""
     return ddim_sample(
-        model, schedule, shape, schedule.num_steps, eta=1.0, generator=generator, cond=cond,
-        return_trajectory=return_trajectory, clip_denoised=clip_denoised, progress=progress,
+        model,
+        schedule,
+        shape,
+        schedule.num_steps,
+        eta=1.0,
+        generator=generator,
+        cond=cond,
+        return_trajectory=return_trajectory,
+        clip_denoised=clip_denoised,
+        progress=progress,
     )
 
 

@@ -170,8 +170,13 @@ def train(
     save_epochs = set(config.checkpoint_epochs)
 
     bar = tqdm(
-        range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, disable=not progress,
-        desc=f"train b{config.batch_size} lr{config.effective_lr:.3g}", unit="epoch", leave=False,
+        range(start_epoch, config.epochs),
+        initial=start_epoch,
+        total=config.epochs,
+        disable=not progress,
+        desc=f"train b{config.batch_size} lr{config.effective_lr:.3g}",
+        unit="epoch",
+        leave=False,
     )
     model.train()
     for epoch_index in bar:

@@ -11,6 +11,7 @@ import pytest
 def _scratch_cache(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIFFBENCH_CACHE", str(pytester.path / "cache"))
 
+
 FAMILY_MODULE = """
 import pytest
 
@@ -33,8 +34,9 @@ def test_timed(record):
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_family=FAMILY_MODULE)
-    return pytester.runpytest_subprocess("-p", "diffbench.pytest_plugin", "--report-dir", "reports",
-                                         "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess(
+        "-p", "diffbench.pytest_plugin", "--report-dir", "reports", "-p", "no:cacheprovider", *args
+    )
 
 
 def _rows(run_dir) -> list[dict]:
