@@ -118,8 +118,17 @@ def _family(item: pytest.Item) -> str | None:
     return None
 
 
+def _worker(config: pytest.Config) -> tuple[str | None, int]:
+    """``(worker id, worker count)`` of this xdist worker, ``(None, 1)`` outside xdist. Read from the config,
+    not the environment: a pytest run inside a worker (e.g. pytester) inherits the worker's variables."""
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input is None:
+        return None, 1
+    return worker_input["workerid"], int(worker_input["workercount"])
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("timing") is not None and os.environ.get("PYTEST_XDIST_WORKER"):
+    if item.get_closest_marker("timing") is not None and _worker(item.config)[0] is not None:
         pytest.skip(f"pytest-benchmark is disabled under xdist; {TIMING_HINT}")
 
 
@@ -190,8 +199,9 @@ def profile(pytestconfig: pytest.Config) -> Profile:
 @pytest.fixture(scope="session")
 def device(pytestconfig: pytest.Config) -> torch.device:
     """This worker's device; CPU workers get ``cores // workers`` torch threads."""
-    dev = resolve_device(pytestconfig.getoption("device"), os.environ.get("PYTEST_XDIST_WORKER"))
-    configure_threads(dev, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker_id, workers = _worker(pytestconfig)
+    dev = resolve_device(pytestconfig.getoption("device"), worker_id)
+    configure_threads(dev, workers)
     return dev
 
 
@@ -243,7 +253,7 @@ def record(request: pytest.FixtureRequest, profile: Profile, device: torch.devic
         raise pytest.UsageError(
             f"{request.node.nodeid} uses `record` but carries no family marker ({', '.join(FAMILIES)})"
         )
-    part = os.environ.get("PYTEST_XDIST_WORKER", "main") + f"-{os.getpid()}"
+    part = f"{_worker(request.config)[0] or 'main'}-{os.getpid()}"
     return Recorder(
         RowWriter(state.run_dir, part),
         family=family,

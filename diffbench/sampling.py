@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffbench.models import device_of
 from diffbench.schedules import NoiseSchedule
 
 EpsModel = Callable[..., Tensor]
@@ -31,12 +32,6 @@ def randn(shape: Sequence[int], generator: Generators, device: torch.device | st
     if len(generator) != shape[0]:
         raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in generator]).to(device)
-
-
-def _device_of(model: EpsModel) -> torch.device:
-    params = getattr(model, "parameters", None)
-    first = next(iter(params()), None) if params is not None else None
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
@@ -99,12 +94,12 @@ def ddim_sample(
     the last step. ``eta = 0`` is deterministic given ``x_T``; ``eta = 1`` on the full grid is DDPM.
     Returns samples ``[B, ...]`` or, with ``return_trajectory``, ``[steps+1, B, ...]`` from ``x_T`` to ``x_0``.
     """
-    if eta < 0:
+    if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     if generator is None:
         raise ValueError("a torch.Generator (or one per sample) is required: samplers never use the global RNG")
     cond = cond or {}
-    device = _device_of(model)
+    device = device_of(model)
     x = randn(shape, generator, device) if x_T is None else x_T.to(device)
     timesteps = _timesteps(schedule, steps)
     abar = schedule.alpha_bar

@@ -36,8 +36,10 @@ class NoiseSchedule:
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) < 1:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
-        if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("every beta must lie in (0, 1)")
+        bad = ~((betas > 0) & (betas < 1))
+        if bool(bad.any()):
+            steps = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(f"every beta must lie in (0, 1), got {betas[bad][:5].tolist()} at steps {steps}")
         self.name = name
         self.betas = betas
         self.alphas = 1.0 - betas
@@ -54,9 +56,12 @@ class NoiseSchedule:
     @classmethod
     def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
         """Ho et al. 2020: betas linear from 1e-4 to 0.02 (defined for T = 1000; rescaled for other T)."""
-        if num_steps < 2:
-            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
-        scale = 1000 / num_steps
+        scale = 1000 / num_steps if num_steps > 0 else 0.0
+        if num_steps < 2 or scale * beta_end >= 1:
+            raise ValueError(
+                f"a linear schedule ending at beta {beta_end} (for T=1000) needs num_steps > "
+                f"{max(1, int(1000 * beta_end))}, got {num_steps}"
+            )
         betas = torch.linspace(scale * beta_start, scale * beta_end, num_steps, dtype=torch.float64)
         return cls(betas, name="linear")
 
@@ -75,7 +80,7 @@ class NoiseSchedule:
     def _index(self, t: Tensor | int) -> Tensor:
         t = torch.as_tensor(t)
         if t.is_floating_point():
-            raise TypeError("timesteps must be integers; use timestep_to_snr for fractional t")
+            raise TypeError(f"timesteps must be integers, got {t.tolist()}; use timestep_to_snr for fractional t")
         if bool(((t < 0) | (t >= self.num_steps)).any()):
             raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}], got {t.min()}..{t.max()}")
         return t.long()
@@ -87,8 +92,9 @@ class NoiseSchedule:
     def timestep_to_snr(self, t: Tensor | float) -> Tensor:
         """SNR at (possibly fractional) timesteps, interpolating linearly in log-SNR between grid points."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        if bool(((t < 0) | (t > self.num_steps - 1)).any()):
-            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}]")
+        bad = (t < 0) | (t > self.num_steps - 1) | t.isnan()
+        if bool(bad.any()):
+            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}], got {t[bad][:5].tolist()}")
         lo = t.floor().long().clamp(max=self.num_steps - 2)
         frac = t - lo
         log_snr = self._log_snr[lo] * (1 - frac) + self._log_snr[lo + 1] * frac
@@ -97,8 +103,9 @@ class NoiseSchedule:
     def snr_to_timestep(self, snr: Tensor | float) -> Tensor:
         """Nearest integer timestep in log-SNR: ``argmin_t |log SNR(t) - log snr|``."""
         snr = torch.as_tensor(snr, dtype=torch.float64)
-        if bool((snr <= 0).any()) or not bool(torch.isfinite(snr).all()):
-            raise ValueError("snr must be positive and finite")
+        bad = ~((snr > 0) & torch.isfinite(snr))
+        if bool(bad.any()):
+            raise ValueError(f"snr must be positive and finite, got {snr[bad][:5].tolist()}")
         diff = (self._log_snr.reshape(*([1] * snr.ndim), -1) - torch.log(snr).unsqueeze(-1)).abs()
         return diff.argmin(dim=-1)
 

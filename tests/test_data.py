@@ -106,7 +106,7 @@ def test_digits_native_size_is_the_sklearn_data_split_disjointly():
     with their labels, each image in exactly one split."""
     bunch = load_digits()
     raw = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
-    label_of = dict(zip(_rows(raw), bunch.target.tolist()))
+    label_of = dict(zip(_rows(raw), bunch.target.tolist(), strict=True))
     assert len(label_of) == 1797  # sklearn's images are all distinct
     config = DataConfig("digits", image_size=8)
     train, test = load_dataset(config, "train"), load_dataset(config, "test")

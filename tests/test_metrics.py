@@ -42,7 +42,7 @@ def _mmd_brute(x: torch.Tensor, y: torch.Tensor, k) -> float:
 
 
 def _dot(a: list[float], b: list[float]) -> float:
-    return sum(u * v for u, v in zip(a, b))
+    return sum(u * v for u, v in zip(a, b, strict=True))
 
 
 def test_mmd_linear_equals_the_double_sum():
@@ -55,7 +55,7 @@ def test_mmd_rbf_equals_the_double_sum(h):
     x, y = _normal(7, 3, 2), _normal(5, 3, 3, shift=0.5)
 
     def k(a, b):
-        return math.exp(-sum((u - v) ** 2 for u, v in zip(a, b)) / (2 * h * h))
+        return math.exp(-sum((u - v) ** 2 for u, v in zip(a, b, strict=True)) / (2 * h * h))
 
     assert mmd_rbf(x, y, bandwidth=h) == pytest.approx(_mmd_brute(x, y, k), abs=1e-10)
 
@@ -129,8 +129,9 @@ def test_sliced_w2_of_a_translate_is_the_rms_projected_shift():
     d, num_projections, seed = 3, 4096, 7
     x = _normal(200, d, 24)
     delta = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
-    value = sliced_wasserstein(x, x + delta, num_projections=num_projections,
-                               generator=torch.Generator().manual_seed(seed))
+    value = sliced_wasserstein(
+        x, x + delta, num_projections=num_projections, generator=torch.Generator().manual_seed(seed)
+    )
     theta = torch.randn(d, num_projections, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
     assert value == pytest.approx(float((delta @ theta).square().mean().sqrt()), rel=1e-9)
@@ -253,8 +254,9 @@ def test_oracle_loss_is_zero_on_dirac_data():
     schedule = NoiseSchedule.cosine(200)
     mu = torch.tensor([1.5, -0.5])
     x0 = mu.expand(300, 2).clone()
-    loss = noise_prediction_loss(DiracOracle(schedule, mu), schedule, x0, torch.Generator().manual_seed(0),
-                                 batch_size=128)
+    loss = noise_prediction_loss(
+        DiracOracle(schedule, mu), schedule, x0, torch.Generator().manual_seed(0), batch_size=128
+    )
     assert loss < 1e-6
 
 
@@ -281,8 +283,11 @@ INF = GOOD.clone()
 INF[0, 0] = float("inf")
 
 
-@pytest.mark.parametrize("metric", [mmd_rbf, mmd_linear, wasserstein, sliced_wasserstein, median_bandwidth],
-                         ids=["mmd_rbf", "mmd_linear", "wasserstein", "sliced", "median_bandwidth"])
+@pytest.mark.parametrize(
+    "metric",
+    [mmd_rbf, mmd_linear, wasserstein, sliced_wasserstein, median_bandwidth],
+    ids=["mmd_rbf", "mmd_linear", "wasserstein", "sliced", "median_bandwidth"],
+)
 @pytest.mark.parametrize(
     "x, y, match",
     [

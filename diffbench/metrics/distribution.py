@@ -9,6 +9,7 @@ import ot
 import torch
 from torch import Tensor, nn
 
+from diffbench.models import device_of
 from diffbench.schedules import NoiseSchedule
 
 # Exact OT is O(n^3); above this many points per set the sliced distance is used instead.
@@ -17,9 +18,9 @@ EXACT_W2_MAX_POINTS = 2000
 
 def _flat(x: Tensor, name: str) -> Tensor:
     x = torch.as_tensor(x).detach().double().cpu()
+    if x.ndim == 0 or len(x) < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {len(x) if x.ndim else 0}")
     x = x.reshape(len(x), -1)
-    if len(x) < 2:
-        raise ValueError(f"{name} needs at least 2 samples, got {len(x)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return x
@@ -118,7 +119,7 @@ def noise_prediction_loss(
 ) -> float:
     """Held-out epsilon loss ``E_{t, eps} |eps - eps_theta(x_t, t)|^2`` (mean over elements), with ``t`` and
     ``eps`` drawn from ``generator`` so two models are compared on identical noise."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     cond = cond or {}
     total, count = 0.0, 0
     for start in range(0, len(x0), batch_size):
@@ -149,6 +150,11 @@ class ModeStats:
 
 def mode_coverage(samples: Tensor, means: Tensor, std: float, min_fraction: float = 0.1) -> ModeStats:
     samples, means = _flat(samples, "samples").float(), torch.as_tensor(means).float()
+    if means.ndim != 2 or means.shape[1] != samples.shape[1]:
+        raise ValueError(
+            f"means must have the samples' dimension {samples.shape[1]} ([K, {samples.shape[1]}]), "
+            f"got shape {tuple(means.shape)}"
+        )
     dist = torch.cdist(samples, means)
     nearest_dist, nearest = dist.min(dim=1)
     good = nearest_dist <= 3 * std

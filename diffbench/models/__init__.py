@@ -35,8 +35,15 @@ class ModelConfig:
             return MODELS[self.arch](**dict(self.kwargs))
 
 
+def device_of(model: object) -> torch.device:
+    """Device of a module's first parameter; CPU for parameter-free callables (analytic oracles)."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "MLPDenoiser", "ModelConfig", "count_parameters"]
+__all__ = ["MODELS", "MLPDenoiser", "ModelConfig", "count_parameters", "device_of"]

@@ -1,0 +1,281 @@
+"""Artifact cache: stable keys, build-once across processes, and never trusting an unreadable entry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diffbench.cache import ENV_VAR, ArtifactCache, config_hash, default_cache_dir
+from diffbench.data import DataConfig
+from diffbench.experiments import RunSpec
+from diffbench.models import ModelConfig
+from diffbench.schedules import ScheduleConfig
+from diffbench.training import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = RunSpec(
+    ModelConfig.of("mlp", hidden=16),
+    DataConfig("gmm2d"),
+    ScheduleConfig("cosine", 1000),
+    TrainConfig(epochs=3, lr=3.16e-5, betas=(0.9, 0.99), ema_decay=0.999),
+)
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass(frozen=True)
+class Small:
+    a: float = 0.0
+    b: int = 0
+    c: str = ""
+
+
+# ------------------------------------------------------------------------------------------- hashing
+
+
+def test_config_hash_is_16_hex_digits_and_repeatable():
+    h = config_hash(SPEC)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert config_hash(replace(SPEC)) == h
+
+
+def test_config_hash_is_stable_across_processes():
+    """Another interpreter, with another str-hash seed, computes the same key (RunSpec's parts, so the child
+    need not import the metrics stack)."""
+    code = textwrap.dedent("""
+        from diffbench.cache import config_hash
+        from diffbench.data import DataConfig
+        from diffbench.models import ModelConfig
+        from diffbench.schedules import ScheduleConfig
+        from diffbench.training import TrainConfig
+        print(config_hash((ModelConfig.of("mlp", hidden=16), DataConfig("gmm2d"), ScheduleConfig("cosine", 1000),
+                           TrainConfig(epochs=3, lr=3.16e-5, betas=(0.9, 0.99), ema_decay=0.999))))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=_subprocess_env(PYTHONHASHSEED="12345"),
+        cwd=REPO,
+    )
+    assert out.stdout.strip() == config_hash((SPEC.model, SPEC.data, SPEC.schedule, SPEC.train))
+
+
+@given(a=st.floats(allow_nan=False), b=st.integers(), c=st.text(max_size=5), other=st.data())
+def test_config_hash_changes_with_any_field(a, b, c, other):
+    base = Small(a, b, c)
+    field = other.draw(st.sampled_from(["a", "b", "c"]))
+    strategy = {"a": st.floats(allow_nan=False), "b": st.integers(), "c": st.text(max_size=5)}[field]
+    value = other.draw(strategy.filter(lambda v: v != getattr(base, field)))
+    assert config_hash(replace(base, **{field: value})) != config_hash(base)
+    assert config_hash(Small(a, b, c)) == config_hash(base)
+
+
+def test_config_hash_sees_nested_fields():
+    h = config_hash(SPEC)
+    assert config_hash(replace(SPEC, model=ModelConfig.of("mlp", hidden=17))) != h
+    assert config_hash(replace(SPEC, train=replace(SPEC.train, betas=(0.9, 0.999)))) != h
+    assert config_hash(replace(SPEC, data=replace(SPEC.data, seed=1))) != h
+    assert config_hash(replace(SPEC, schedule=ScheduleConfig("linear", 1000))) != h
+    # keyword order does not matter
+    assert ModelConfig.of("mlp", hidden=16, num_layers=2) == ModelConfig.of("mlp", num_layers=2, hidden=16)
+
+
+def test_config_hash_rejects_unhashable_values():
+    with pytest.raises(TypeError, match="object"):
+        config_hash(Small(a=object()))  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def _counting_builder(counter: Path, value: dict):
+    def build(workdir: Path) -> dict:
+        with open(counter, "a") as f:
+            f.write("built\n")
+        return value
+
+    return build
+
+
+def _builds(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+VALUE = {"weights": torch.arange(6.0).reshape(2, 3), "history": [{"loss": 0.5}], "epoch": 3}
+
+
+def _assert_value(got: dict) -> None:
+    assert torch.equal(got["weights"], VALUE["weights"])
+    assert got["history"] == VALUE["history"] and got["epoch"] == VALUE["epoch"]
+
+
+def test_get_or_build_builds_once_and_reloads(tmp_path):
+    cache, counter = ArtifactCache(tmp_path / "cache"), tmp_path / "count"
+    _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert _builds(counter) == 1
+    assert cache.path("runs", SPEC) == tmp_path / "cache" / "runs" / f"{config_hash(SPEC)}.pt"
+    _assert_value(torch.load(cache.path("runs", SPEC), weights_only=True))
+
+
+def test_builder_gets_a_workdir_with_the_config(tmp_path):
+    seen = []
+
+    def build(workdir: Path) -> dict:
+        seen.append(workdir)
+        return VALUE
+
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_build("runs", SPEC, build)
+    assert seen == [cache.workdir("runs", SPEC)] and seen[0].is_dir()
+    saved = json.loads((seen[0] / "config.json").read_text())
+    assert saved["__type__"] == "RunSpec" and saved["train"]["lr"] == repr(3.16e-5)
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    from diffbench.cache import ArtifactCache
+
+    root, counter, ready, tag, out = sys.argv[1:6]
+    Path(ready, tag).touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path(ready).iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # start both get_or_build calls together
+
+    def build(workdir):
+        with open(counter, "a") as f:
+            f.write(tag + "\\n")
+        time.sleep(1.0)  # long enough for the other process to reach the lock
+        return {"weights": torch.arange(6.0).reshape(2, 3) * 7, "epoch": 3}
+
+    value = ArtifactCache(root).get_or_build("runs", {"model": "mlp", "lr": 1e-3}, build)
+    torch.save(value, out)
+""")
+
+
+def test_concurrent_processes_build_once(tmp_path):
+    script, ready = tmp_path / "worker.py", tmp_path / "ready"
+    script.write_text(WORKER)
+    ready.mkdir()
+    counter = tmp_path / "count"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(tmp_path / "cache"),
+                str(counter),
+                str(ready),
+                tag,
+                str(tmp_path / f"{tag}.pt"),
+            ],
+            env=_subprocess_env(),
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+        )
+        for tag in ("w0", "w1")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err.decode()
+    assert _builds(counter) == 1
+    a, b = (torch.load(tmp_path / f"{tag}.pt", weights_only=True) for tag in ("w0", "w1"))
+    assert torch.equal(a["weights"], b["weights"]) and a["epoch"] == b["epoch"] == 3
+    assert torch.equal(a["weights"], torch.arange(6.0).reshape(2, 3) * 7)
+    assert not list((tmp_path / "cache" / "runs").glob(".*.tmp"))  # no half-written files left behind
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_entry_is_rebuilt_with_a_warning(tmp_path, damage):
+    cache, counter = ArtifactCache(tmp_path / "cache"), tmp_path / "count"
+    cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE))
+    path = cache.path("runs", SPEC)
+    data = path.read_bytes()
+    path.write_bytes(
+        {"garbage": b"\x00not a torch file\xff" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    )
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert _builds(counter) == 2
+    _assert_value(torch.load(path, weights_only=True))  # the entry was replaced by a good one
+
+
+def _leave_marker(path: str) -> None:
+    Path(path).touch()
+
+
+class Payload:
+    """Unpickling this object runs ``_leave_marker``: a stand-in for arbitrary code in a pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return _leave_marker, (self.marker,)
+
+
+def test_non_weights_only_entry_is_rebuilt_not_unpickled(tmp_path):
+    cache, counter, marker = ArtifactCache(tmp_path / "cache"), tmp_path / "count", tmp_path / "marker"
+    path = cache.path("runs", SPEC)
+    path.parent.mkdir(parents=True)
+    torch.save({"model": Payload(marker)}, path)
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert not marker.exists()
+    assert _builds(counter) == 1
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=10)
+@given(lr=st.floats(1e-6, 1.0), epochs=st.integers(1, 1000))
+def test_distinct_configs_get_distinct_entries(tmp_path, lr, epochs):
+    cache = ArtifactCache(tmp_path)
+    config = TrainConfig(epochs=epochs, lr=lr)
+    value = {"epochs": epochs, "lr": torch.tensor(lr, dtype=torch.float64)}
+    got = cache.get_or_build("train", config, lambda workdir: value)
+    assert got["epochs"] == epochs and got["lr"].item() == lr
+    stored = torch.load(cache.path("train", config), weights_only=True)
+    assert stored["epochs"] == epochs and stored["lr"].item() == lr
+
+
+# ------------------------------------------------------------------------------------------ location
+
+
+def test_env_var_overrides_the_default_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+    assert ArtifactCache().root == tmp_path / "elsewhere"
+    assert ArtifactCache(tmp_path / "explicit").root == tmp_path / "explicit"
+
+
+def test_env_var_expands_the_home_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(ENV_VAR, "~/artifacts")
+    assert default_cache_dir() == tmp_path / "artifacts"
+
+
+def test_default_dir_without_env_var(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "diffbench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "diffbench"

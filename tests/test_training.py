@@ -1,0 +1,246 @@
+"""The trainer: LR rules, config validation, bit-exact resume, non-finite losses and EMA."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from diffbench.cache import ArtifactCache
+from diffbench.data import DataConfig, Dataset, load_dataset
+from diffbench.experiments import RunSpec, model_at, train_cached
+from diffbench.models import ModelConfig
+from diffbench.schedules import NoiseSchedule, ScheduleConfig
+from diffbench.training import NonFiniteLossError, TrainConfig, scaled_lr, train
+
+MODEL = ModelConfig.of("mlp", hidden=16)
+SCHEDULE = NoiseSchedule.linear(1000)
+SMALL = TrainConfig(epochs=4, batch_size=64, lr=1e-3, checkpoint_every=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def gmm512() -> Dataset:
+    full = load_dataset(DataConfig("gmm2d"), "train")
+    return Dataset("gmm2d", "train", full.x[:512].clone(), full.y[:512].clone(), full.num_classes)
+
+
+def _run(dataset: Dataset, config: TrainConfig = SMALL, **kwargs):
+    model = MODEL.build(seed=config.seed)
+    result = train(model, SCHEDULE, dataset, config, progress=False, **kwargs)
+    return model, result
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    """Drop ``seconds``: wall-clock time is the one logged field no run can repeat."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# -------------------------------------------------------------------------------------------- LR rules
+
+
+def test_scaled_lr_rules():
+    assert scaled_lr(1e-4, 1280, 128, "sqrt") == pytest.approx(1e-4 * math.sqrt(10), rel=1e-12)
+    assert scaled_lr(1e-4, 1280, 128, "sqrt") == pytest.approx(3.162e-4, rel=1e-3)
+    assert scaled_lr(1e-4, 1280, 128, "linear") == pytest.approx(1e-3, rel=1e-12)
+    assert scaled_lr(1e-4, 1280, 128, "none") == 1e-4
+    assert scaled_lr(1e-4, 128, 128, "sqrt") == 1e-4
+
+
+@given(lr=st.floats(1e-6, 1.0), batch=st.integers(1, 4096), base=st.integers(1, 4096))
+def test_scaled_lr_closed_forms(lr, batch, base):
+    ratio = batch / base
+    assert scaled_lr(lr, batch, base, "linear") == pytest.approx(lr * ratio, rel=1e-12)
+    assert scaled_lr(lr, batch, base, "sqrt") == pytest.approx(lr * math.sqrt(ratio), rel=1e-12)
+    assert scaled_lr(lr, batch, base, "none") == lr
+
+
+def test_scaled_lr_unknown_rule():
+    with pytest.raises(ValueError, match="'cubic'") as info:
+        scaled_lr(1e-4, 256, 128, "cubic")
+    assert all(rule in str(info.value) for rule in ("linear", "none", "sqrt"))
+
+
+def test_effective_lr_applies_the_rule():
+    config = TrainConfig(lr=1e-4, batch_size=1280, base_batch_size=128, lr_rule="sqrt")
+    assert config.effective_lr == scaled_lr(1e-4, 1280, 128, "sqrt")
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "kwargs, value",
+    [
+        ({"epochs": 0}, "0"),
+        ({"batch_size": -1}, "-1"),
+        ({"base_batch_size": 0}, "0"),
+        ({"checkpoint_every": 0}, "0"),
+        ({"lr": 0.0}, "0.0"),
+        ({"lr": -1e-3}, "-0.001"),
+        ({"lr": float("nan")}, "nan"),
+        ({"ema_decay": 1.0}, "1.0"),
+        ({"ema_decay": 0.0}, "0.0"),
+        ({"lr_rule": "cubic"}, "'cubic'"),
+        ({"optimizer": "sgd"}, "'sgd'"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_train_config_rejects_bad_values(kwargs, value):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**kwargs)
+    message = str(info.value)
+    assert next(iter(kwargs)) in message and value in message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"label_dropout": -0.1}, {"label_dropout": 1.5}, {"grad_clip": 0.0}, {"grad_clip": -1.0}],
+    ids=lambda v: str(v),
+)
+def test_train_config_rejects_out_of_range_dropout_and_clip(kwargs):
+    """A dropout probability outside [0, 1] or a non-positive clip norm (which zeroes every gradient) cannot be
+    meant; like every other field they should fail at construction, naming the value."""
+    ((name, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=name) as info:
+        TrainConfig(**kwargs)
+    assert str(value) in str(info.value)
+
+
+@given(epochs=st.integers(1, 300), every=st.integers(1, 50))
+def test_checkpoint_epochs(epochs, every):
+    got = TrainConfig(epochs=epochs, checkpoint_every=every).checkpoint_epochs
+    assert got[-1] == epochs
+    assert got == sorted({e for e in range(1, epochs + 1) if e % every == 0} | {epochs})
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+def test_resume_after_interruption_is_bit_identical(gmm512, tmp_path):
+    ref_model, ref = _run(gmm512)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(epoch: int, row: dict) -> None:
+        if epoch == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        _run(gmm512, checkpoint_dir=tmp_path, on_epoch_end=kill_at_3)
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_000002.pt"]
+
+    model, result = _run(gmm512, checkpoint_dir=tmp_path)
+    _assert_same_state(model.state_dict(), ref_model.state_dict())
+    assert _without_timing(result.history) == _without_timing(ref.history)
+    assert result.checkpoints.keys() == ref.checkpoints.keys() == {2, 4}
+    for epoch in ref.checkpoints:
+        _assert_same_state(result.checkpoints[epoch], ref.checkpoints[epoch])
+    # the on-disk log holds each epoch exactly once, the redone epoch 3 included
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in logged] == [1.0, 2.0, 3.0, 4.0]
+    assert _without_timing(logged) == _without_timing(ref.history)
+
+    # a finished run is not trained again: a fresh model picks up the final weights
+    again_model, again = _run(gmm512, checkpoint_dir=tmp_path)
+    _assert_same_state(again_model.state_dict(), ref_model.state_dict())
+    assert _without_timing(again.history) == _without_timing(ref.history)
+
+
+def test_history_rows(gmm512):
+    _, result = _run(gmm512)
+    steps = math.ceil(512 / SMALL.batch_size)
+    assert [row["epoch"] for row in result.history] == [1.0, 2.0, 3.0, 4.0]
+    assert [row["steps"] for row in result.history] == [float(e * steps) for e in range(1, 5)]
+    assert all(row["lr"] == SMALL.effective_lr for row in result.history)
+    assert all(math.isfinite(row["loss"]) and row["loss"] > 0 for row in result.history)
+
+
+def test_training_is_deterministic_and_leaves_the_global_rng_alone(gmm512):
+    state = torch.get_rng_state()
+    a, _ = _run(gmm512)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(12345)
+        b, _ = _run(gmm512)
+    _assert_same_state(a.state_dict(), b.state_dict())
+
+
+def test_last_checkpoint_is_the_final_weights_without_ema(gmm512):
+    model, result = _run(gmm512)
+    _assert_same_state(result.checkpoints[4], model.state_dict())
+
+
+def test_training_reduces_the_loss(gmm512):
+    config = TrainConfig(epochs=15, batch_size=64, lr=3e-3, checkpoint_every=15)
+    _, result = _run(gmm512, config)
+    # an untrained eps model is off by about E|eps|^2 = 1; a few hundred steps must do better
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_huge_lr_raises_non_finite_loss(gmm512):
+    config = TrainConfig(epochs=2, batch_size=64, lr=1e30, grad_clip=None)
+    with pytest.raises(NonFiniteLossError) as info:
+        _run(gmm512, config)
+    assert isinstance(info.value, FloatingPointError)
+    assert "epoch 1" in str(info.value) and "lr=1e+30" in str(info.value)
+
+
+def test_nan_data_raises_non_finite_loss(gmm512):
+    x = gmm512.x.clone()
+    x[:] = float("nan")
+    bad = Dataset("gmm2d", "train", x, gmm512.y, gmm512.num_classes)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1 \(lr=0.001"):
+        _run(bad)
+
+
+def test_ema_checkpoints_hold_ema_weights(gmm512, tmp_path):
+    config = TrainConfig(epochs=4, batch_size=64, lr=1e-3, checkpoint_every=2, ema_decay=0.9)
+    model, result = _run(gmm512, config, checkpoint_dir=tmp_path)
+    raw = model.state_dict()
+    assert any(not torch.equal(result.checkpoints[4][k], raw[k]) for k in raw)
+    saved = torch.load(tmp_path / "epoch_000004.pt", weights_only=True)
+    _assert_same_state(saved["model"], raw)
+    _assert_same_state(saved["ema"], result.checkpoints[4])
+
+
+def test_ema_decay_limits(gmm512):
+    """ema <- d ema + (1 - d) theta: d -> 0 tracks the raw weights, d -> 1 stays at the initial weights."""
+    base = dict(epochs=2, batch_size=64, lr=1e-2, checkpoint_every=2)
+    model, fast = _run(gmm512, TrainConfig(**base, ema_decay=1e-9))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fast.checkpoints[2][k], v, rtol=1e-6, atol=1e-6)
+    initial = MODEL.build(seed=0).state_dict()
+    model, slow = _run(gmm512, TrainConfig(**base, ema_decay=1 - 1e-9))
+    for k, v in initial.items():
+        torch.testing.assert_close(slow.checkpoints[2][k], v, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(model.state_dict()[k], v)
+
+
+def test_train_cached_trains_once_and_model_at_loads_checkpoints(tmp_path):
+    spec = RunSpec(
+        MODEL,
+        DataConfig("gmm2d"),
+        ScheduleConfig("linear", 100),
+        TrainConfig(epochs=2, batch_size=2048, lr=1e-3, checkpoint_every=1),
+    )
+    cache = ArtifactCache(tmp_path)
+    run = train_cached(spec, cache, torch.device("cpu"))
+    assert sorted(run["checkpoints"]) == [1, 2] and len(run["history"]) == 2
+    again = train_cached(spec, cache, torch.device("cpu"))
+    _assert_same_state(again["checkpoints"][2], run["checkpoints"][2])
+    model = model_at(spec, run, 2, torch.device("cpu"))
+    _assert_same_state(model.state_dict(), run["checkpoints"][2])
+    assert not model.training
+    with pytest.raises(KeyError, match=r"epoch 3.*\[1, 2\]"):
+        model_at(spec, run, 3, torch.device("cpu"))
