@@ -16,12 +16,50 @@ class BatchConfigsScale:
     timing_epochs: int = 1
 
 
+SEED_SIZE_FACTORS = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # seeds 000/001 default list
+
+
+@dataclass(frozen=True)
+class UNetShape:
+    """The teacher's architecture; students derive theirs from it through ``size_factor``."""
+
+    base_channels: int
+    channel_mults: tuple[int, ...]
+    num_res_blocks: int
+    attention_resolutions: tuple[int, ...]
+    dropout: float
+
+
+@dataclass(frozen=True)
+class SizeFactorsScale:
+    """Seeds 000/001 (teacher vs students of size factor s)."""
+
+    dataset: str
+    image_size: int
+    sizes: tuple[float, ...]
+    teacher: UNetShape
+    schedule: str
+    diffusion_steps: int
+    teacher_epochs: int
+    student_epochs: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float]
+    ema_decay: float | None
+    label_dropout: float
+    sampling_steps: int  # DDIM steps for trajectories and samples
+    trajectory_samples: int  # trajectories per cell, all from the same initial noise
+    eval_samples: int  # samples for quality metrics and grids
+    noise_timesteps: int  # grid points of the eps-error-vs-timestep analysis
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     seed: int
     batch_configs: BatchConfigsScale
+    size_factors: SizeFactorsScale
 
 
 PROFILES: dict[str, Profile] = {
@@ -30,18 +68,77 @@ PROFILES: dict[str, Profile] = {
         description="2-core CPU, no network: the whole matrix in minutes on shipped or generated data",
         seed=0,
         batch_configs=BatchConfigsScale(epochs=200, checkpoint_every=20, eval_samples=2000, sampling_steps=1000),
+        size_factors=SizeFactorsScale(
+            dataset="digits",
+            image_size=16,
+            sizes=(0.05, 0.2, 0.5, 1.0),
+            teacher=UNetShape(32, (1, 2), 1, (8,), 0.0),
+            schedule="cosine",
+            diffusion_steps=1000,
+            teacher_epochs=40,
+            student_epochs=20,
+            batch_size=128,
+            lr=2e-3,
+            betas=(0.9, 0.999),
+            ema_decay=None,
+            label_dropout=0.1,
+            sampling_steps=50,
+            trajectory_samples=16,
+            eval_samples=500,
+            noise_timesteps=10,
+        ),
     ),
     "standard": Profile(
         name="standard",
         description="one GPU, hours: torchvision data, longer training",
         seed=0,
         batch_configs=BatchConfigsScale(epochs=1000, checkpoint_every=25, eval_samples=5000, sampling_steps=1000),
+        size_factors=SizeFactorsScale(
+            dataset="mnist",
+            image_size=28,
+            sizes=SEED_SIZE_FACTORS,
+            teacher=UNetShape(64, (1, 2, 2), 2, (14,), 0.1),
+            schedule="cosine",
+            diffusion_steps=1000,
+            teacher_epochs=20,
+            student_epochs=10,
+            batch_size=128,
+            lr=2e-4,
+            betas=(0.9, 0.999),
+            ema_decay=0.999,
+            label_dropout=0.1,
+            sampling_steps=50,
+            trajectory_samples=50,
+            eval_samples=5000,
+            noise_timesteps=20,
+        ),
     ),
     "paper": Profile(
         name="paper",
         description="the seeds' full settings, GPUs, days",
         seed=0,
         batch_configs=BatchConfigsScale(epochs=1000, checkpoint_every=10, eval_samples=10000, sampling_steps=1000),
+        # The seeds' CIFAR-10 teacher: base 128, mults [1,2,2,2], 3 res blocks, dropout 0.3, cosine schedule with
+        # 4000 diffusion steps, Adam(0.8, 0.999), lr 1e-4, batch 128, EMA 0.9999; 50 sampling steps.
+        size_factors=SizeFactorsScale(
+            dataset="cifar10",
+            image_size=32,
+            sizes=SEED_SIZE_FACTORS,
+            teacher=UNetShape(128, (1, 2, 2, 2), 3, (16,), 0.3),
+            schedule="cosine",
+            diffusion_steps=4000,
+            teacher_epochs=100,
+            student_epochs=50,
+            batch_size=128,
+            lr=1e-4,
+            betas=(0.8, 0.999),
+            ema_decay=0.9999,
+            label_dropout=0.1,
+            sampling_steps=50,
+            trajectory_samples=50,
+            eval_samples=10000,
+            noise_timesteps=20,
+        ),
     ),
 }
 

@@ -23,6 +23,7 @@ import torch
 from diffbench.cache import ArtifactCache
 from diffbench.devices import configure_threads, resolve_device
 from diffbench.profiles import PROFILES, Profile, get_profile
+from diffbench.selection import select_size_factors
 from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
 
 FAMILIES = {
@@ -59,6 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--device", default="auto", help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps"
     )
     group.addoption(
+        "--size-factors",
+        default=None,
+        help="comma-separated size factors in (0, 1] to run, e.g. 0.1,0.5,1.0 (default: the profile's list)",
+    )
+    group.addoption(
+        "--size-range", default=None, help="keep only size factors in this inclusive range, e.g. 0.1-0.5"
+    )
+    group.addoption(
         "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
     )
 
@@ -88,6 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
     try:
         resolve_device(config.getoption("device"))
+        sizes = get_profile(config.getoption("profile")).size_factors.sizes
+        select_size_factors(sizes, config.getoption("size_factors"), config.getoption("size_range"))
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     report_dir = Path(config.getoption("report_dir"))
