@@ -358,8 +358,16 @@ def _gmm_scatter(samples_rows: pd.DataFrame, labels: list[str], run_dir: Path, g
     ]
 
 
+def _size_factors_sections(df: pd.DataFrame, run_dir: Path) -> list[Section]:
+    """See :mod:`diffbench.report.size_factors` (imported here because it builds on this module's types)."""
+    from diffbench.report.size_factors import size_factors_sections
+
+    return size_factors_sections(df, run_dir)
+
+
 FAMILY_SECTIONS: dict[str, SectionBuilder] = {
     "batch_configs": batch_configs_sections,
+    "size_factors": _size_factors_sections,
 }
 
 

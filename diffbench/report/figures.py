@@ -15,8 +15,9 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 FIGURES_DIR = "figures"
 DPI = 110
@@ -132,4 +133,230 @@ def scatter_over_reference(
     legend = axes[0][0].legend(loc="lower left", fontsize=7)
     for handle in legend.legend_handles:
         handle.set_sizes([20])  # the legend's markers readable whatever the plotted sizes
+    return fig
+
+
+def sequential_colors(values: Sequence[float], cmap: str = "viridis") -> dict[float, tuple[float, ...]]:
+    """One colour per value along a sequential colormap, in sorted order (e.g. one per size factor, so the same
+    size has the same colour in every figure); the colormap's pale end is left out to stay visible on white."""
+    ordered = sorted(set(values))
+    colors = matplotlib.colormaps[cmap]
+    return {v: colors(0.85 * i / max(1, len(ordered) - 1)) for i, v in enumerate(ordered)}
+
+
+def _shared_legend(fig: Figure, axes: Sequence, max_cols: int, loc: str = "outside upper center") -> None:
+    """One figure legend (default: above) with each label once, in first-drawn order."""
+    handles, names = [], []
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    if names:
+        fig.legend(handles, names, loc=loc, ncols=max(1, min(len(names), max_cols)), frameon=False)
+
+
+def spaced_ticks(values: Sequence[float], min_ratio: float = 1.4) -> list[float]:
+    """Positive ``values`` thinned for a log axis so that neighbouring labels differ by at least ``min_ratio``
+    (they would overlap otherwise); the smallest and the largest are always kept.
+    Example: ``[0.1, 0.2, 0.3, 0.4, 0.5, 1]`` -> ``[0.1, 0.2, 0.3, 0.5, 1]``."""
+    ordered = sorted(set(values))
+    kept: list[float] = []
+    for v in ordered:
+        if not kept or v >= min_ratio * kept[-1]:
+            kept.append(v)
+    if ordered and kept[-1] != ordered[-1]:
+        if len(kept) > 1:
+            kept[-1] = ordered[-1]  # the largest (the teacher's size) replaces its too-close neighbour
+        else:
+            kept.append(ordered[-1])
+    return kept
+
+
+def line_panels(
+    curves: pd.DataFrame,
+    x: str,
+    metrics: Sequence[str],
+    labels: Sequence[str],
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    references: Mapping[str, float] | None = None,
+    reference_label: str = "reference",
+    log_x: bool = False,
+    log_y: Sequence[str] = (),
+    xticks: Sequence[float] | None = None,
+    ncols: int = 3,
+) -> Figure:
+    """One subplot per metric, ``value`` vs column ``x``, one line per label (one shared legend).
+
+    ``curves`` is long-form with columns ``label``, ``x``, ``metric``, ``value``. ``styles`` maps a label to
+    ``Axes.plot`` keyword arguments (colour, line style, marker; default: :func:`label_colors`); ``references``
+    maps a metric to a value drawn as a dashed grey line named ``reference_label``; metrics in ``log_y`` get a
+    logarithmic y axis, ``log_x`` a logarithmic x axis for all; ``xticks`` are labelled with ``:g``.
+    """
+    styles = styles or {label: {"color": color} for label, color in label_colors(labels).items()}
+    references = references or {}
+    ncols = max(1, min(ncols, len(metrics)))
+    nrows = max(1, math.ceil(len(metrics) / ncols))
+    side_cols = math.ceil(len(labels) / 16) if ncols == 1 else 0  # legend columns right of a single column
+    fig = Figure(
+        figsize=(4.2 * ncols + 1.6 * side_cols + (1.2 if side_cols else 0), 3.1 * nrows + 0.9), layout="constrained"
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        rows = curves[curves["metric"] == metric]
+        for label in labels:
+            line = rows[rows["label"] == label].sort_values(x)
+            if len(line):
+                kwargs = {"marker": "o", "markersize": 3, "linewidth": 1.4, **styles.get(label, {})}
+                ax.plot(line[x], line["value"], label=label, **kwargs)
+        if metric in references:
+            ax.axhline(references[metric], color="0.4", linestyle=":", linewidth=1.2, label=reference_label)
+        ax.set_xscale("log" if log_x else "linear")
+        if metric in log_y:
+            ax.set_yscale("log")
+        if xticks is not None:
+            ticks = spaced_ticks(xticks) if log_x else list(xticks)
+            ax.set_xticks(ticks, labels=[f"{v:g}" for v in ticks])
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_title(metric + (" (log)" if metric in log_y else ""), fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    if side_cols:  # a single column has no width for a legend above it: list the lines on the right
+        _shared_legend(fig, list(axes.flat), max_cols=side_cols, loc="outside right upper")
+    else:
+        _shared_legend(fig, list(axes.flat), max_cols=max(4, 2 * ncols))
+    return fig
+
+
+def radar_panels(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    spokes: Sequence[str],
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    ncols: int = 4,
+) -> Figure:
+    """Radar (polar) charts, one per panel title; a panel overlays its series, each ``label -> values`` with
+    one value per spoke in ``[0, 1]`` (higher is better; NaN leaves a gap). Same radial scale in every panel.
+    ``styles`` maps a series label to ``Axes.plot`` keyword arguments. A legend is drawn when some panel
+    overlays several series."""
+    titles = list(panels)
+    labels = [label for series in panels.values() for label in series]
+    styles = styles or {label: {"color": color} for label, color in label_colors(list(dict.fromkeys(labels))).items()}
+    angles = np.linspace(0, 2 * np.pi, len(spokes), endpoint=False)
+    closed = np.append(angles, angles[0])
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    fig = Figure(figsize=(3.6 * ncols, 3.6 * nrows + 0.5), layout="constrained")
+    axes = [fig.add_subplot(nrows, ncols, i + 1, projection="polar") for i in range(len(titles))]
+    for ax, title in zip(axes, titles, strict=True):
+        for label, values in panels[title].items():
+            values = np.append(np.asarray(values, dtype=float), float(values[0]))
+            style = {"linewidth": 1.5, **styles.get(label, {})}
+            ax.plot(closed, values, label=label, **style)
+            ax.fill(closed, np.nan_to_num(values), alpha=0.08, color=style.get("color"))
+        ax.set_xticks(angles, labels=[s.replace("_", "\n") for s in spokes], fontsize=6)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0.25, 0.5, 0.75, 1.0], labels=["", "0.5", "", "1"], fontsize=6)
+        ax.set_title(title, fontsize=9, pad=14)
+    if any(len(series) > 1 for series in panels.values()):
+        _shared_legend(fig, axes, max_cols=8)
+    return fig
+
+
+def trajectory_panels(
+    trajectories: Mapping[str, np.ndarray],
+    reference: np.ndarray | None = None,
+    dims: int = 2,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    reference_label: str = "reference",
+    ncols: int = 4,
+) -> Figure:
+    """One panel per label: its trajectories ``[S + 1, n, >= dims]`` (step 0 = the initial noise; the first
+    ``dims`` principal coordinates are drawn, 2 -> PC1 vs PC2, 3 -> an mplot3d view of PC1-PC3) in colour over
+    ``reference`` ``[S + 1, n, >= dims]`` in grey, with each start (o) and end (*) marked. Every panel shares
+    the same limits, so distances compare across panels."""
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims}")
+    labels = list(trajectories)
+    styles = styles or {label: {"color": color} for label, color in label_colors(labels).items()}
+    drawn = [np.asarray(a, dtype=float)[..., :dims] for a in trajectories.values()]
+    if reference is not None:
+        drawn.append(np.asarray(reference, dtype=float)[..., :dims])
+    points = np.concatenate([a.reshape(-1, dims) for a in drawn])
+    points = points[np.isfinite(points).all(axis=1)]
+    low, high = (points.min(0), points.max(0)) if len(points) else (np.full(dims, -1.0), np.full(dims, 1.0))
+    pad = 0.05 * np.maximum(high - low, 1e-9)
+    ncols = max(1, min(ncols, len(labels)))
+    nrows = max(1, math.ceil(len(labels) / ncols))
+    width = 3.5 if dims == 2 else 4.0  # mplot3d draws its axis labels outside the box the layout reserves
+    fig = Figure(figsize=(width * ncols, 3.4 * nrows + 0.5), layout="constrained")
+    projection = "3d" if dims == 3 else None
+    axes = [fig.add_subplot(nrows, ncols, i + 1, projection=projection) for i in range(len(labels))]
+    for ax, label in zip(axes, labels, strict=True):
+        if reference is not None:
+            _draw_paths(ax, np.asarray(reference, dtype=float)[..., :dims], {"color": "0.6"}, reference_label)
+        _draw_paths(ax, np.asarray(trajectories[label], dtype=float)[..., :dims], styles.get(label, {}), "student")
+        limits = (ax.set_xlim, ax.set_ylim, ax.set_zlim) if dims == 3 else (ax.set_xlim, ax.set_ylim)
+        for d, set_lim in enumerate(limits):
+            set_lim(low[d] - pad[d], high[d] + pad[d])
+        ax.set_xlabel("PC1", fontsize=8)
+        ax.set_ylabel("PC2", fontsize=8)
+        if dims == 3:
+            ax.set_zlabel("PC3", fontsize=8)
+            ax.set_box_aspect(None, zoom=0.8)
+        ax.tick_params(labelsize=6)
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    _shared_legend(fig, axes[:1], max_cols=4)
+    return fig
+
+
+def _draw_paths(ax: Axes, paths: np.ndarray, style: Mapping[str, object], label: str) -> None:
+    """Each of the ``n`` paths in ``paths`` ``[S + 1, n, d]`` as a line, its start as o and its end as *; one
+    legend entry for the lines (``label``) and one each for start and end."""
+    line = {"linewidth": 1.3, **style, "marker": None}  # a marker per step would hide the start and end marks
+    for i in range(paths.shape[1]):
+        coords = paths[:, i].T
+        ax.plot(*coords, alpha=0.9, label=label if i == 0 else None, **line)
+        marks = {"edgecolors": "black", "linewidths": 0.5, "zorder": 4}
+        ax.scatter(*coords[:, :1], marker="o", s=22, color="white", label="start" if i == 0 else None, **marks)
+        ax.scatter(
+            *coords[:, -1:],
+            marker="*",
+            s=80,
+            color=line.get("color", "C0"),
+            **marks,
+            label=f"end ({label})" if i == 0 else None,
+        )
+
+
+def tile_images(images: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Images ``[n, C, H, W]`` in ``[-1, 1]`` (C = 1 grey or 3 RGB) side by side as one picture in ``[0, 1]``:
+    ``[H, n * (W + pad) - pad]`` for grey, ``[H, n * (W + pad) - pad, 3]`` for RGB; values outside the range are
+    clipped, the padding is white."""
+    images = np.asarray(images, dtype=float)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [n, C, H, W] with C = 1 or 3, got shape {images.shape}")
+    unit = np.clip((images + 1) / 2, 0, 1).transpose(0, 2, 3, 1)  # [n, H, W, C]
+    n, h, w, c = unit.shape
+    canvas = np.ones((h, n * (w + pad) - pad, c))
+    for i, image in enumerate(unit):
+        canvas[:, i * (w + pad) : i * (w + pad) + w] = image
+    return canvas[..., 0] if c == 1 else canvas
+
+
+def image_rows(images: Mapping[str, np.ndarray], max_images: int = 8) -> Figure:
+    """One row per label: its first ``max_images`` images ``[B, C, H, W]`` in ``[-1, 1]`` (see
+    :func:`tile_images`), the label on the left."""
+    labels = list(images)
+    width = max(min(len(np.asarray(a)), max_images) for a in images.values())
+    fig = Figure(figsize=(1.0 * width + 1.4, 1.0 * len(labels) + 0.3), layout="constrained")
+    axes = fig.subplots(len(labels), 1, squeeze=False)[:, 0]
+    for ax, label in zip(axes, labels, strict=True):
+        picture = tile_images(np.asarray(images[label])[:max_images])
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     return fig

@@ -1,0 +1,489 @@
+"""The size_factors family's report (seeds 000/001): how model size changes sampling trajectories, noise
+prediction, dimensionality, sample quality and efficiency, for students distilled from the teacher (``distill``)
+and students trained on the data (``data``).
+
+Rows come from ``benchmarks/bench_size_factors.py``. Every model row has ``param.model`` (``teacher`` or
+``<mode>-s<size>``), ``param.mode``, ``param.size_factor`` and ``param.band``; series rows add ``param.t``
+(``eps_mse``), ``param.step`` (``stepwise_*``) or ``param.k`` (``explained_variance``); ``trajectory_pca`` and
+``samples`` rows point at ``.npy`` arrays. Timing rows (``sampling_seconds_per_image``) have a size but no mode:
+they are joined to every model of that size (the timing cell measures the architecture, not the weights).
+
+The functions that shape rows are pure (frame in, frame or text out); :func:`size_factors_sections` loads the
+arrays and saves the figures. Every figure is skipped with a note when its rows are absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from diffbench.report import figures
+from diffbench.report.build import PARAM_PREFIX, FigureRef, Note, Section, Table
+from diffbench.results import safe_name
+
+TEACHER = "teacher"
+MODE_ORDER = (TEACHER, "data", "distill")  # other modes follow by name
+MODE_LINESTYLES = {"data": "-", "distill": "--"}
+MODE_MARKERS = {"data": "o", "distill": "s"}
+MODEL_COLUMNS = ["model", "mode", "size_factor", "band"]
+SERIES_PARAMS = ("t", "step", "k")  # a row with one of these is a point of a curve, not a scalar
+STEPWISE_METRICS = ("stepwise_cosine", "stepwise_distance", "stepwise_wasserstein")
+RADAR_PREFIX = "radar_"
+TRAJECTORY_MSE = "trajectory_mse"
+TIMING_METRIC = "sampling_seconds_per_image"
+# Scalars that describe a model or an interval, not a quantity to plot against size.
+NOT_VS_SIZE = ("params", "param_ratio", "fid_ci_low", "fid_ci_high", TIMING_METRIC)
+QUALITY_METRICS = ("eps_mse_mean", "fid", "kid")  # plotted after the trajectory metrics, in this order
+EFFICIENCY_METRICS = (
+    "params",
+    "param_ratio",
+    TRAJECTORY_MSE,
+    "eps_mse_mean",
+    "fid",
+    "fid_ci_low",
+    "fid_ci_high",
+    "kid",
+)
+PCA_SAMPLES = 3
+SAMPLE_IMAGES = 8
+EXPLAINED_TARGET = 0.9  # drawn on the cumulative curve: components needed for 90% of the variance
+
+
+# --- rows -> per-model frames (pure) ----------------------------------------------------------------------
+
+
+def _param(df: pd.DataFrame, name: str) -> pd.Series:
+    """Column ``param.<name>``, or all-missing when no row has that parameter."""
+    column = PARAM_PREFIX + name
+    return df[column] if column in df else pd.Series(None, index=df.index, dtype=object)
+
+
+def model_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a model (those with a ``mode``; not timing rows) with plain ``model``, ``mode``,
+    ``size_factor`` (float) and ``band`` columns added."""
+    rows = df[_param(df, "mode").notna()]
+    return rows.assign(
+        model=_param(rows, "model").astype(str),
+        mode=_param(rows, "mode").astype(str),
+        size_factor=pd.to_numeric(_param(rows, "size_factor"), errors="coerce").astype(float),
+        band=_param(rows, "band"),
+    )
+
+
+def ordered_models(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per model (``model, mode, size_factor, band``): the teacher, then each mode (data, distill,
+    others by name) by increasing size. ``rows`` as from :func:`model_rows`."""
+    models = rows.drop_duplicates("model")[MODEL_COLUMNS]
+    rank = models["mode"].map(lambda m: (MODE_ORDER.index(m), "") if m in MODE_ORDER else (len(MODE_ORDER), m))
+    order = sorted(range(len(models)), key=lambda i: (rank.iloc[i], models["size_factor"].iloc[i]))
+    return models.iloc[order].reset_index(drop=True)
+
+
+def students(models: pd.DataFrame) -> pd.DataFrame:
+    return models[models["mode"] != TEACHER]
+
+
+def size_label(size: float) -> str:
+    return f"s{size:g}"
+
+
+def model_styles(models: pd.DataFrame) -> dict[str, dict]:
+    """Plot style per model, the same in every figure: the teacher black and thick; a student coloured by its
+    size (same colour for both modes) with a line style and marker per mode (data solid o, distill dashed s)."""
+    colors = figures.sequential_colors(students(models)["size_factor"].tolist())
+    styles = {}
+    for line in models.itertuples(index=False):
+        if line.mode == TEACHER:
+            styles[line.model] = {"color": "black", "linewidth": 2.2, "marker": "D", "zorder": 3}
+        else:
+            styles[line.model] = {
+                "color": colors[line.size_factor],
+                "linestyle": MODE_LINESTYLES.get(line.mode, ":"),
+                "marker": MODE_MARKERS.get(line.mode, "^"),
+            }
+    return styles
+
+
+def scalar_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per model (:func:`ordered_models`) and one column per scalar metric: the rows with no array and
+    no series parameter (``t``, ``step``, ``k``), repeated seeds averaged; blank where a model has no value."""
+    models = ordered_models(rows)
+    is_series = pd.concat([_param(rows, p).notna() for p in SERIES_PARAMS], axis=1).any(axis=1)
+    scalar = rows[rows["artifact"].isna() & ~is_series]
+    if scalar.empty:
+        return models
+    wide = scalar.pivot_table(index="model", columns="metric", values="value", aggfunc="mean", dropna=False)
+    return models.join(wide[sorted(wide.columns)], on="model")
+
+
+def series_frame(rows: pd.DataFrame, metrics: Sequence[str], x: str) -> pd.DataFrame:
+    """Long frame ``model, mode, size_factor, metric, <x>, value`` of the rows of ``metrics`` that carry the
+    series parameter ``x`` (``t``, ``step`` or ``k``); repeated seeds averaged."""
+    points = rows[rows["metric"].isin(metrics) & _param(rows, x).notna()]
+    points = points.assign(**{x: _param(points, x).astype(float)})
+    keys = ["model", "mode", "size_factor", "metric", x]
+    return points.groupby(keys, as_index=False, sort=False)["value"].mean()
+
+
+def vs_size_metrics(table: pd.DataFrame) -> list[str]:
+    """The scalar metrics to plot against size: everything a student recorded except bookkeeping
+    (:data:`NOT_VS_SIZE`) and the radar forms; trajectory metrics by name, then eps_mse_mean, fid, kid."""
+    student_values = students(table)
+    names = [
+        c
+        for c in table.columns
+        if c not in MODEL_COLUMNS
+        and c not in NOT_VS_SIZE
+        and not c.startswith(RADAR_PREFIX)
+        and student_values[c].notna().any()
+    ]
+    return sorted(set(names) - set(QUALITY_METRICS)) + [m for m in QUALITY_METRICS if m in names]
+
+
+def log_scale_metrics(long: pd.DataFrame) -> list[str]:
+    """Metrics (of a long frame with ``metric``, ``value``) worth a log axis: all finite values positive and
+    spanning at least a factor of 10."""
+    out = []
+    for metric, values in long.groupby("metric", sort=False)["value"]:
+        v = values[np.isfinite(values)]
+        if len(v) and (v > 0).all() and v.max() >= 10 * v.min():
+            out.append(metric)
+    return out
+
+
+def is_cumulative(curves: pd.DataFrame) -> bool:
+    """Whether ``explained_variance`` rows (``model, k, value``) hold cumulative ratios rather than one ratio per
+    component. A per-component ratio never increases with k (PCA orders components by variance), so any
+    increase means cumulative, any decrease per-component; flat curves are cumulative when the per-component
+    reading would explain more than all the variance (a sum above 1)."""
+    diffs, sums = [], []
+    for _, curve in curves.sort_values("k").groupby("model", sort=False):
+        diffs.append(np.diff(curve["value"].to_numpy()))
+        sums.append(curve["value"].sum())
+    steps = np.concatenate(diffs) if diffs else np.array([])
+    if (steps > 1e-9).any():
+        return True
+    if (steps < -1e-9).any():
+        return False
+    return any(s > 1 + 1e-9 for s in sums)
+
+
+def explained_variance_frame(rows: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """Explained variance per model and number of components ``k``, long-form ``model, mode, size_factor,
+    metric, k, value`` with metric ``per_component`` (ratio of component k) and ``cumulative`` (components
+    1..k), whichever the rows recorded (:func:`is_cumulative`, returned too)."""
+    curves = series_frame(rows, ["explained_variance"], "k").sort_values(["model", "k"], kind="stable")
+    cumulative = is_cumulative(curves)
+    by_model = curves.groupby("model", sort=False)["value"]
+    other = by_model.diff().fillna(curves["value"]) if cumulative else by_model.cumsum()
+    recorded, derived = ("cumulative", "per_component") if cumulative else ("per_component", "cumulative")
+    frame = pd.concat([curves.assign(metric=recorded), curves.assign(metric=derived, value=other)])
+    return frame.reset_index(drop=True), cumulative
+
+
+def radar_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The students' ``radar_*`` columns (names without the prefix), one line per student with any value."""
+    columns = [c for c in table.columns if c.startswith(RADAR_PREFIX)]
+    radar = students(table)[MODEL_COLUMNS + columns].dropna(subset=columns, how="all")
+    return radar.rename(columns={c: c.removeprefix(RADAR_PREFIX) for c in columns})
+
+
+def timing_by_size(df: pd.DataFrame) -> pd.Series:
+    """Mean ``sampling_seconds_per_image`` per size factor (timing rows carry a size but no mode)."""
+    rows = df[df["metric"] == TIMING_METRIC]
+    sizes = pd.to_numeric(_param(rows, "size_factor"), errors="coerce").astype(float)
+    return rows.assign(size_factor=sizes).groupby("size_factor")["value"].mean().rename(TIMING_METRIC)
+
+
+def efficiency_table(table: pd.DataFrame, timing: pd.Series) -> pd.DataFrame:
+    """One line per model: ``model, mode, size_factor, band``, then those of :data:`EFFICIENCY_METRICS` that were
+    recorded, ``sampling_seconds_per_image`` (joined on size) when timed, and ``quality_per_mparam`` when FID
+    was measured.
+
+    ``param_ratio`` missing for a model (the teacher; a run without trajectory cells) is filled in as
+    ``params / teacher params``. ``quality_per_mparam = 1 / (fid * params / 1e6)``: inverse FID per million
+    parameters, higher is better (a model half the size at the same FID scores twice as high).
+    """
+    out = table[MODEL_COLUMNS + [m for m in EFFICIENCY_METRICS if m in table]].copy()
+    if "params" in out:
+        teacher = out.loc[out["mode"] == TEACHER, "params"]
+        if len(teacher) and teacher.iloc[0] > 0:
+            ratio = out["params"] / teacher.iloc[0]
+            out["param_ratio"] = out["param_ratio"].fillna(ratio) if "param_ratio" in out else ratio
+    if len(timing):
+        out[TIMING_METRIC] = out["size_factor"].map(timing)
+    if "fid" in out and "params" in out:
+        out["quality_per_mparam"] = 1 / (out["fid"] * out["params"] / 1e6)
+    return out.reset_index(drop=True)
+
+
+def distillation_note(table: pd.DataFrame) -> str:
+    """Plainly: is the distilled size-1.0 student's ``trajectory_mse`` lower than the smallest student's? Both
+    numbers are stated; the smallest student of each mode is compared (distill first)."""
+    if TRAJECTORY_MSE not in table:
+        return f"No {TRAJECTORY_MSE} rows: the distilled size-1.0 student cannot be compared with the smallest."
+    values = students(table).dropna(subset=[TRAJECTORY_MSE])
+    full = values[(values["mode"] == "distill") & np.isclose(values["size_factor"], 1.0)]
+    if full.empty:
+        return f"No {TRAJECTORY_MSE} for a distilled size-1.0 student: it cannot be compared with the smallest."
+    full_mse = full[TRAJECTORY_MSE].iloc[0]
+    sentences = []
+    for mode in sorted(values["mode"].unique(), key=lambda m: (m != "distill", m)):
+        smallest = values[values["mode"] == mode].sort_values("size_factor", kind="stable").iloc[0]
+        if np.isclose(smallest["size_factor"], 1.0):
+            continue
+        lower = full_mse < smallest[TRAJECTORY_MSE]
+        sentences.append(
+            f"{'Yes' if lower else 'No'}: the distilled size-1.0 student's {TRAJECTORY_MSE} ({full_mse:.4g}) is "
+            f"{'lower' if lower else 'not lower'} than that of the smallest {mode} student, {smallest['model']} "
+            f"({smallest[TRAJECTORY_MSE]:.4g})."
+        )
+    if not sentences:
+        return f"Only size-1.0 students recorded {TRAJECTORY_MSE}: there is no smaller student to compare with."
+    return " ".join(sentences)
+
+
+# --- sections (load arrays, save figures) -----------------------------------------------------------------
+
+
+@dataclass
+class _Out:
+    """Where one run's figures go: ``figures/size_factors_<name><tag>.png`` (tag: the run id, when the report
+    holds several runs)."""
+
+    run_dir: Path
+    tag: str = ""
+
+    def figure(self, fig: Figure, name: str, data: pd.DataFrame, caption: str) -> FigureRef:
+        return FigureRef(figures.save_figure(fig, self.run_dir, f"size_factors_{name}{self.tag}", data), caption)
+
+
+def size_factors_sections(df: pd.DataFrame, run_dir: Path) -> list[Section]:
+    """The size_factors report: metrics vs size, radar charts, teacher-frame trajectories, samples, stepwise
+    metrics, noise prediction, dimensionality and the efficiency table; per run when the rows hold several."""
+    runs = sorted(df["run_id"].dropna().unique())
+    if len(runs) <= 1:
+        return _run_sections(df, _Out(Path(run_dir)), "")
+    sections = []
+    for run in runs:
+        sections += _run_sections(df[df["run_id"] == run], _Out(Path(run_dir), "_" + safe_name(run)), f" ({run})")
+    return sections
+
+
+def _run_sections(df: pd.DataFrame, out: _Out, suffix: str) -> list[Section]:
+    rows = model_rows(df)
+    if rows.empty:
+        return [Section("Size factors" + suffix, [Note("No model rows (with a mode): nothing to plot per model.")])]
+    table = scalar_table(rows)
+    styles = model_styles(table)
+    parts = [
+        ("Metrics vs size", _vs_size_items(table, out)),
+        ("Radar charts", _radar_items(table, styles, out)),
+        ("Trajectories in the teacher's PCA frame", _trajectory_items(rows, table, styles, out)),
+        ("Samples", _sample_items(rows, table, out)),
+        ("Time-dependent metrics", _stepwise_items(rows, table, styles, out)),
+        ("Noise prediction", _eps_items(rows, table, styles, out)),
+        ("Dimensionality", _dimensionality_items(rows, table, styles, out)),
+        ("Efficiency", _efficiency_items(df, table, out)),
+    ]
+    return [Section(title + suffix, items) for title, items in parts]
+
+
+def _vs_size_items(table: pd.DataFrame, out: _Out) -> list[Note | FigureRef]:
+    metrics = vs_size_metrics(table)
+    if not metrics:
+        return [Note("No scalar student metrics: metrics-vs-size plot skipped.")]
+    long = table.melt(id_vars=MODEL_COLUMNS, value_vars=metrics, var_name="metric").dropna(subset=["value"])
+    curves = long[long["mode"] != TEACHER].rename(columns={"mode": "label"})
+    teacher = long[long["mode"] == TEACHER]
+    references = dict(zip(teacher["metric"], teacher["value"], strict=True))
+    modes = list(dict.fromkeys(curves["label"]))
+    styles = {m: {"color": f"C{i}", "linestyle": MODE_LINESTYLES.get(m, ":")} for i, m in enumerate(modes)}
+    log_y = log_scale_metrics(long)
+    sizes = sorted(curves["size_factor"].unique())
+    fig = figures.line_panels(
+        curves, "size_factor", metrics, modes, styles, references, "teacher", log_x=True, log_y=log_y, xticks=sizes
+    )
+    caption = "Each scalar metric vs size factor (log x), one line per training mode; dotted: the teacher's value."
+    return [out.figure(fig, "metrics_vs_size", long, caption)]
+
+
+def _radar_items(table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    radar = radar_table(table)
+    spokes = [c for c in radar.columns if c not in MODEL_COLUMNS]
+    if radar.empty or len(spokes) < 3:
+        return [Note(f"Fewer than 3 radar_* metrics recorded ({len(spokes)}): radar charts skipped.")]
+    values = {line.model: line[spokes].to_numpy(dtype=float) for _, line in radar.iterrows()}
+    modes = list(dict.fromkeys(radar["mode"]))
+    grid = {model: {model: v} for model, v in values.items()}
+    ncols = max(radar.groupby("mode").size())
+    items = [
+        out.figure(
+            figures.radar_panels(grid, spokes, styles, ncols=min(ncols, 6)),
+            "radar_grid",
+            radar,
+            "Trajectory metrics normalised to [0, 1] (higher is better: closer to the teacher), one radar per student.",
+        )
+    ]
+    size_styles = {size_label(s): {"color": c} for s, c in figures.sequential_colors(radar["size_factor"]).items()}
+    composite = {
+        mode: {size_label(line.size_factor): values[line.model] for line in radar[radar["mode"] == mode].itertuples()}
+        for mode in modes
+    }
+    items.append(
+        out.figure(
+            figures.radar_panels(composite, spokes, size_styles, ncols=len(modes)),
+            "radar_composite",
+            radar,
+            "All sizes overlaid, one radar per training mode (colour = size factor).",
+        )
+    )
+    return items
+
+
+def _load_arrays(rows: pd.DataFrame, metric: str, models: pd.DataFrame, run_dir: Path):
+    """``model -> array`` for the latest ``metric`` artifact of each model (in model order), and the notes for
+    arrays that are missing or unreadable."""
+    arrays, notes = {}, []
+    artifacts = rows[(rows["metric"] == metric) & rows["artifact"].notna()]
+    for model in models["model"]:
+        found = artifacts[artifacts["model"] == model]
+        if found.empty:
+            continue
+        rel = str(found.sort_values("time", na_position="first")["artifact"].iloc[-1])
+        try:
+            arrays[model] = np.load(run_dir / rel, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            notes.append(f"{model}: {rel} ({type(exc).__name__})")
+    return arrays, notes
+
+
+def _trajectory_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    arrays, missing = _load_arrays(rows, "trajectory_pca", table, out.run_dir)
+    items: list[Note | FigureRef] = []
+    bad = [m for m, a in arrays.items() if a.ndim != 3 or a.shape[2] < 3]
+    if missing or bad:
+        shapes = [f"{m}: shape {arrays[m].shape}" for m in bad]
+        items.append(Note("Trajectory arrays skipped (missing or not [S+1, B, 3]): " + "; ".join(missing + shapes)))
+    arrays = {m: a[:, :PCA_SAMPLES] for m, a in arrays.items() if m not in bad}
+    teacher = arrays.pop(TEACHER, None)
+    if not arrays:
+        return [*items, Note("No student trajectory_pca arrays: trajectory plots skipped.")]
+    drawn = {TEACHER: teacher, **arrays} if teacher is not None else arrays
+    data = pd.concat([_pca_records(model, a) for model, a in drawn.items()], ignore_index=True)
+    ncols = min(6, max(table[table["model"].isin(list(arrays))].groupby("mode").size()))
+    grey = " (teacher in grey)" if teacher is not None else " (teacher's array missing)"
+    what = f"The first {PCA_SAMPLES} samples' trajectories in the teacher's PCA frame, same initial noise{grey};"
+    for dims, view in ((2, "PC1 vs PC2"), (3, "PC1-PC3")):
+        fig = figures.trajectory_panels(arrays, teacher, dims, styles, TEACHER, ncols=ncols)
+        items.append(out.figure(fig, f"pca_{dims}d", data, f"{what} {view}; o = start, * = end."))
+    return items
+
+
+def _pca_records(model: str, paths: np.ndarray) -> pd.DataFrame:
+    """``[S+1, n, 3]`` -> long ``model, sample, step, pc1, pc2, pc3``."""
+    steps, n, _ = paths.shape
+    step, sample = np.meshgrid(np.arange(steps), np.arange(n), indexing="ij")
+    coords = paths[..., :3].reshape(-1, 3)
+    return pd.DataFrame(
+        {
+            "model": model,
+            "sample": sample.ravel(),
+            "step": step.ravel(),
+            **{f"pc{i + 1}": coords[:, i] for i in range(3)},
+        }
+    )
+
+
+def _sample_items(rows: pd.DataFrame, table: pd.DataFrame, out: _Out) -> list[Note | FigureRef]:
+    arrays, missing = _load_arrays(rows, "samples", table, out.run_dir)
+    bad = [m for m, a in arrays.items() if a.ndim != 4 or a.shape[1] not in (1, 3)]
+    items: list[Note | FigureRef] = []
+    if missing or bad:
+        shapes = [f"{m}: shape {arrays[m].shape}" for m in bad]
+        items.append(Note("Sample arrays skipped (missing or not [B, 1|3, H, W]): " + "; ".join(missing + shapes)))
+    arrays = {m: a for m, a in arrays.items() if m not in bad}
+    if not arrays:
+        return [*items, Note("No samples arrays: sample grid skipped.")]
+    artifacts = rows[(rows["metric"] == "samples") & rows["artifact"].notna()].drop_duplicates("model", keep="last")
+    paths = dict(zip(artifacts["model"], artifacts["artifact"], strict=True))
+    index = pd.DataFrame(
+        [
+            {"model": m, "image": i, "artifact": paths[m], "shape": "x".join(map(str, a.shape[1:])), **_stats(a[i])}
+            for m, a in arrays.items()
+            for i in range(min(len(a), SAMPLE_IMAGES))
+        ]
+    )
+    fig = figures.image_rows(arrays, SAMPLE_IMAGES)
+    caption = (
+        f"The first {SAMPLE_IMAGES} final samples of each model from the same initial noise, [-1, 1] shown as "
+        "[0, 1]; the CSV lists each image's artifact, index and pixel statistics (the pixels stay in the .npy)."
+    )
+    return [*items, out.figure(fig, "samples", index, caption)]
+
+
+def _stats(image: np.ndarray) -> dict[str, float]:
+    return {"min": float(np.nanmin(image)), "mean": float(np.nanmean(image)), "max": float(np.nanmax(image))}
+
+
+def _curve_figure(curves: pd.DataFrame, x: str, metrics: Sequence[str], table: pd.DataFrame, styles: dict, **kw):
+    """``line_panels`` of a :func:`series_frame`, one line per model in model order."""
+    labels = [m for m in table["model"] if m in set(curves["model"])]
+    return figures.line_panels(curves.rename(columns={"model": "label"}), x, metrics, labels, styles, **kw)
+
+
+def _stepwise_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    curves = series_frame(rows, STEPWISE_METRICS, "step")
+    if curves.empty:
+        return [Note("No stepwise_* rows: time-dependent plot skipped.")]
+    metrics = [m for m in STEPWISE_METRICS if m in set(curves["metric"])]
+    fig = _curve_figure(curves, "step", metrics, table, styles, ncols=3)
+    caption = "Per sampling step (0 = the shared initial noise): student vs teacher, one line per student."
+    return [out.figure(fig, "stepwise", curves, caption)]
+
+
+def _eps_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    curves = series_frame(rows, ["eps_mse"], "t")
+    if curves.empty:
+        return [Note("No eps_mse rows: noise-prediction plot skipped.")]
+    log_y = ["eps_mse"] if (curves["value"] > 0).all() else []
+    fig = _curve_figure(curves, "t", ["eps_mse"], table, styles, log_y=log_y, ncols=1)
+    caption = "Noise-prediction MSE on held-out data vs timestep t, same x0 and noise for every model."
+    return [out.figure(fig, "eps_mse", curves, caption)]
+
+
+def _dimensionality_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    if not (rows["metric"] == "explained_variance").any():
+        return [Note("No explained_variance rows: dimensionality plot skipped.")]
+    curves, cumulative = explained_variance_frame(rows)
+    target = {"cumulative": EXPLAINED_TARGET}
+    fig = _curve_figure(
+        curves,
+        "k",
+        ["per_component", "cumulative"],
+        table,
+        styles,
+        references=target,
+        reference_label=f"{EXPLAINED_TARGET:.0%} of the variance",
+        ncols=2,
+    )
+    recorded = "cumulative" if cumulative else "per-component"
+    caption = (
+        f"Explained variance ratio of each model's trajectories vs number of PCA components k (recorded "
+        f"{recorded}; the other form derived). Dotted: {EXPLAINED_TARGET:.0%}."
+    )
+    return [out.figure(fig, "explained_variance", curves, caption)]
+
+
+def _efficiency_items(df: pd.DataFrame, table: pd.DataFrame, out: _Out) -> list[Note | Table]:
+    frame = efficiency_table(table, timing_by_size(df))
+    caption = (
+        "Per model: parameters, share of the teacher's, trajectory MSE, mean eps MSE; FID (bootstrap CI), KID, "
+        "quality_per_mparam = 1 / (FID x params / 1e6) and sampling seconds per image (by size) when measured."
+    )
+    return [Table(caption, frame, name=f"size_factors_efficiency{out.tag}"), Note(distillation_note(table))]
