@@ -1,5 +1,5 @@
 """The ``diffbench`` command: ``diffbench report`` rebuilds (or merges) reports, ``diffbench compare`` checks a run
-against a baseline.
+against a baseline, ``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``.
 
 Exit codes: 0 success / no regression, 1 regression (compare), 2 bad input (the message names it).
 
@@ -193,13 +193,142 @@ def compare(args: argparse.Namespace) -> int:
     return 1 if result.has_regression else 0
 
 
+# --- export-samples ---------------------------------------------------------------------------------------
+
+# Sample arrays are [-1, 1]; sampler round-off beyond it by up to this much is clipped, more is refused.
+EXPORT_RANGE_TOLERANCE = 1e-2
+
+
+def _image_array(path: Path):
+    """The array in ``path`` (memory-mapped) if it holds images ``[N, C, H, W]`` with C = 1 or 3, else None."""
+    import numpy as np
+
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path} as a .npy array: {exc}") from None
+    return array if array.ndim == 4 and array.shape[1] in (1, 3) and len(array) else None
+
+
+def sample_arrays(source: Path) -> dict[str, object]:
+    """``name -> array`` of every image array in SOURCE: a ``.npy`` file, or a run directory whose rows point
+    at arrays under ``arrays/``; a UsageError when there is none."""
+    if source.is_file():
+        if source.suffix != ".npy":
+            raise UsageError(f"SOURCE must be a run directory or a .npy file, got {source}")
+        array = _image_array(source)
+        if array is None:
+            import numpy as np
+
+            shape = list(np.load(source, mmap_mode="r", allow_pickle=False).shape)
+            raise UsageError(f"{source} holds an array of shape {shape}, not images [N, C, H, W] with C = 1 or 3")
+        return {safe_name(source.stem) or "samples": array}
+    if not source.exists():
+        raise UsageError(f"no such run directory or .npy file: {source}")
+    run_dir = check_run_dir(source)
+    found: dict[str, object] = {}
+    others: list[str] = []
+    for rel in sorted({row["artifact"] for row in load_run(run_dir) if row.get("artifact")}):
+        path = run_dir / rel
+        array = _image_array(path) if path.is_file() else None
+        if array is None:
+            others.append(rel if path.is_file() else f"{rel} (missing)")
+            continue
+        parts = Path(rel).with_suffix("").parts
+        found[safe_name("-".join(parts[1:] if parts[0] == ARRAYS_DIR else parts))] = array
+    if not found:
+        seen = f"only {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others else "no arrays"
+        raise UsageError(f"no image arrays [N, C, H, W] (C = 1 or 3) in {run_dir}: its rows reference {seen}")
+    return found
+
+
+def _to_uint8(images, name: str):
+    """``[N, C, H, W]`` in ``[-1, 1]`` -> ``[N, H, W, C]`` uint8, ``round((x + 1) * 127.5)``."""
+    import numpy as np
+
+    x = np.asarray(images, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise UsageError(f"{name} contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1 - EXPORT_RANGE_TOLERANCE or hi > 1 + EXPORT_RANGE_TOLERANCE:
+        raise UsageError(f"{name} has values in [{lo:.4g}, {hi:.4g}]; images must be in [-1, 1]")
+    return np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def write_pngs(images, out: Path, name: str) -> int:
+    """One 8-bit PNG per image (grey or RGB) into ``out``, which must not exist yet (or be empty); written into
+    a temporary directory first, so ``out`` is either complete or absent."""
+    from PIL import Image
+
+    pixels = _to_uint8(images, name)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp / f"{i:06d}.png")
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return len(pixels)
+
+
+def _configure_export_samples(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, metavar="SOURCE", help="run directory or a .npy of images [N, C, H, W]")
+    parser.add_argument("out", type=Path, metavar="DIR", help="PNGs go to DIR/<array name>/ (and DIR/real/)")
+    parser.add_argument(
+        "--real", default=None, metavar="DATASET", help="also export this dataset's test images to DIR/real/"
+    )
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N images per exported set")
+
+
+def export_samples(args: argparse.Namespace) -> int:
+    """Write every image array of SOURCE (and optionally a dataset's test split) as PNG folders that
+    ``python -m pytorch_fid DIR/real DIR/<name>`` reads."""
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    sets = {name: array[: args.limit] for name, array in sample_arrays(args.source).items()}
+    if args.real is not None:
+        if "real" in sets:
+            raise UsageError(f"{args.source} has an array named 'real', which would collide with --real's DIR/real/")
+        sets["real"] = _real_images(args.real, sets)[: args.limit]
+    busy = [str(args.out / name) for name in sets if (args.out / name).exists() and any((args.out / name).iterdir())]
+    if busy:
+        raise UsageError(f"{', '.join(busy)} already exist(s) and is not empty; remove it or choose another DIR")
+    for name, images in sets.items():
+        count = write_pngs(images, args.out / name, name)
+        print(f"{args.out / name}: {count} PNGs")
+    if "real" in sets:
+        for name in sets:
+            if name != "real":
+                print(f"python -m pytorch_fid {args.out / 'real'} {args.out / name}")
+    return 0
+
+
+def _real_images(dataset: str, sets: dict):
+    """The test split of ``dataset`` at the samples' resolution (when they agree on one)."""
+    from diffbench.data import DataConfig, load_dataset
+
+    sizes = {array.shape[-1] for array in sets.values()}
+    config = DataConfig(name=dataset, image_size=sizes.pop()) if len(sizes) == 1 else DataConfig(name=dataset)
+    try:
+        real = load_dataset(config, "test")
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(str(exc)) from None
+    if real.x.ndim != 4:
+        raise UsageError(f"--real {dataset} is not an image dataset (samples of shape {list(real.sample_shape)})")
+    return real.x.numpy()
+
+
 # --- the command table ------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
     "report": Command("rebuild a run's report, or merge several runs into one", _configure_report, report),
     "compare": Command("compare a run against a baseline; exit 1 on regression", _configure_compare, compare),
-    # HOOK export-samples: write `_configure_export_samples(parser)` and `export_samples(args) -> int` above and
-    # register them here as "export-samples": Command("...", _configure_export_samples, export_samples).
+    "export-samples": Command(
+        "write a run's image samples (and real images) as PNG folders for pytorch-fid",
+        _configure_export_samples,
+        export_samples,
+    ),
 }
 
 

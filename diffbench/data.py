@@ -110,6 +110,64 @@ def digits(split: str, config: DataConfig) -> Dataset:
     return Dataset("digits", split, x[idx].contiguous(), y[idx].contiguous(), 10)
 
 
+def _box(dx: Tensor, dy: Tensor, half_x: float, half_y: float) -> Tensor:
+    """Chebyshev-style signed distance of an axis-aligned box (exact on its edges, which is what matters)."""
+    return torch.maximum(dx.abs() - half_x, dy.abs() - half_y)
+
+
+# Signed distances of the procedural shapes (negative inside), in coordinates centred on the shape and scaled
+# by its radius; rows grow downwards, so the triangle's apex at dy = -1 points up. Label = index in this dict.
+SHAPE_SDFS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "circle": lambda dx, dy: torch.hypot(dx, dy) - 1,
+    "square": lambda dx, dy: _box(dx, dy, 0.8, 0.8),
+    "triangle": lambda dx, dy: torch.maximum(dy - 0.7, (dx.abs() - 0.6 * (dy + 1)) / math.sqrt(1 + 0.6**2)),
+    "cross": lambda dx, dy: torch.minimum(_box(dx, dy, 0.3, 1.0), _box(dx, dy, 1.0, 0.3)),
+    "diamond": lambda dx, dy: (dx.abs() + dy.abs() - 1.1) / math.sqrt(2),
+    "ring": lambda dx, dy: (torch.hypot(dx, dy) - 0.775).abs() - 0.225,
+}
+SHAPES_SIZES = {"train": 5_000, "test": 1_000}
+
+
+def shapes(split: str, config: DataConfig) -> Dataset:
+    """Procedural coloured shapes (``SHAPE_SDFS``: circle, square, triangle, cross, diamond, ring) on a dark
+    background: RGB ``[N, 3, S, S]`` in ``[-1, 1]`` with ``S = image_size``, labels ``[N]`` uniform over the
+    classes; 5,000 train and 1,000 test images from distinct generator streams of ``config.seed``.
+
+    Per image: radius ``r ~ U[0.18, 0.32]`` of the side, centre ``~ U[r, 1 - r]^2``, a saturated colour (hue
+    ``~ U[0, 1)``, saturation ``~ U[0.6, 1]``, value ``~ U[0.7, 1]``) over a background ``~ U[0, 0.15]^3``.
+    Edges are anti-aliased: a pixel's coverage is ``clamp(1/2 - sdf / pixel, 0, 1)`` with the signed distance
+    ``sdf`` and the pixel width ``pixel = 1 / (S r)`` in radius units.
+    """
+    _check_split(split)
+    generator = torch.Generator().manual_seed(config.seed * 2 + SPLITS.index(split))
+    n, size = SHAPES_SIZES[split], config.image_size
+
+    def uniform(low: float, high: float, *shape: int) -> Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=generator)
+
+    labels = torch.randint(len(SHAPE_SDFS), (n,), generator=generator)
+    radius = uniform(0.18, 0.32, n)
+    centre = radius[:, None] + (1 - 2 * radius[:, None]) * torch.rand(n, 2, generator=generator)
+    hue, sat, val = uniform(0, 1, n), uniform(0.6, 1, n), uniform(0.7, 1, n)
+    background = uniform(0, 0.15, n, 3)
+
+    grid = (torch.arange(size, dtype=torch.float32) + 0.5) / size  # pixel centres in (0, 1)
+    dx = (grid[None, None, :] - centre[:, 0, None, None]) / radius[:, None, None]  # [N, 1, S]
+    dy = (grid[None, :, None] - centre[:, 1, None, None]) / radius[:, None, None]  # [N, S, 1]
+    coverage = torch.empty(n, 1, size, size)  # fraction of each pixel inside the shape, in [0, 1]
+    for label, sdf in enumerate(SHAPE_SDFS.values()):
+        idx = (labels == label).nonzero().flatten()
+        coverage[idx, 0] = (0.5 - sdf(dx[idx], dy[idx]) * (size * radius[idx, None, None])).clamp(0, 1)
+
+    # HSV -> RGB in closed form: channel n in (R, G, B) = (5, 3, 1) is v - v s clamp(min(k, 4 - k), 0, 1),
+    # k = (n + 6 h) mod 6.
+    k = (torch.tensor([5.0, 3.0, 1.0]) + 6 * hue[:, None]) % 6
+    colour = val[:, None] * (1 - sat[:, None] * torch.minimum(k, 4 - k).clamp(0, 1))  # [N, 3] in [0, 1]
+    image = background[:, :, None, None] + coverage * (colour - background)[:, :, None, None]
+    x = (2 * image - 1).clamp(-1, 1)
+    return Dataset("shapes", split, x.contiguous(), labels, len(SHAPE_SDFS))
+
+
 def _torchvision(name: str, cls_name: str, num_classes: int) -> Callable[[str, DataConfig], Dataset]:
     def load(split: str, config: DataConfig) -> Dataset:
         _check_split(split)
@@ -138,6 +196,7 @@ def _torchvision(name: str, cls_name: str, num_classes: int) -> Callable[[str, D
 DATASETS: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "gmm2d": gmm2d,
     "digits": digits,
+    "shapes": shapes,
     "mnist": _torchvision("mnist", "MNIST", 10),
     "cifar10": _torchvision("cifar10", "CIFAR10", 10),
 }

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from diffbench.cache import ArtifactCache
 from diffbench.data import GMM, DataConfig, Dataset, load_dataset
+from diffbench.distill import distillation_loss
 from diffbench.metrics.distribution import (
     mmd_linear,
     mmd_rbf,
@@ -18,20 +19,22 @@ from diffbench.metrics.distribution import (
     sample_stats,
     wasserstein,
 )
-from diffbench.models import ModelConfig
-from diffbench.sampling import ddim_sample
+from diffbench.models import ModelConfig, device_of
+from diffbench.sampling import ddim_sample, sample_generators
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
-from diffbench.training import TrainConfig, train
+from diffbench.training import TrainConfig, epsilon_loss, train
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a trained model: its artifact key."""
+    """Everything that determines a trained model: its artifact key. With ``teacher`` set, the model is a
+    student distilled from the teacher's final weights instead of trained on the data's noise."""
 
     model: ModelConfig
     data: DataConfig
     schedule: ScheduleConfig
     train: TrainConfig
+    teacher: RunSpec | None = None
 
 
 @lru_cache(maxsize=16)
@@ -46,6 +49,9 @@ def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, prog
 
     def build(workdir) -> dict:
         model = spec.model.build(seed=spec.train.seed)
+        loss_fn = epsilon_loss
+        if spec.teacher is not None:
+            loss_fn = distillation_loss(final_model(spec.teacher, cache, device))
         result = train(
             model,
             spec.schedule.build(),
@@ -53,6 +59,7 @@ def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, prog
             spec.train,
             device=device,
             checkpoint_dir=workdir / "checkpoints",
+            loss_fn=loss_fn,
             progress=progress,
         )
         return {"checkpoints": result.checkpoints, "history": result.history}
@@ -67,6 +74,58 @@ def model_at(spec: RunSpec, run: dict, epoch: int, device: torch.device) -> nn.M
     model = spec.model.build()
     model.load_state_dict(run["checkpoints"][epoch])
     return model.to(device).eval()
+
+
+def final_model(spec: RunSpec, cache: ArtifactCache, device: torch.device) -> nn.Module:
+    """The trained model of ``spec`` at its last epoch (trained first if the cache lacks it)."""
+    return model_at(spec, train_cached(spec, cache, device), spec.train.epochs, device)
+
+
+def trajectories(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    seed: int,
+    cond: dict | None = None,
+) -> Tensor:
+    """Deterministic DDIM (``eta = 0``) trajectories ``[steps+1, B, ...]`` with one noise stream per sample, so
+    every model compared on ``seed`` starts from the same ``x_T`` and sample ``i`` does not depend on ``B``."""
+    return ddim_sample(
+        model,
+        schedule,
+        shape,
+        steps,
+        eta=0.0,
+        generator=sample_generators(seed, shape[0]),
+        cond=cond,
+        return_trajectory=True,
+    )
+
+
+@torch.no_grad()
+def eps_error_by_timestep(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    timesteps: list[int],
+    *,
+    seed: int,
+    cond: dict | None = None,
+) -> dict[int, float]:
+    """Noise-prediction MSE ``E_eps |eps - eps_theta(x_t, t)|^2`` at each of ``timesteps`` on the same ``x0`` and
+    the same noise for every model (noise drawn from ``seed``)."""
+    device = device_of(model)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    x0 = x0.to(device)
+    cond = {k: v.to(device) for k, v in (cond or {}).items()}
+    errors = {}
+    for t in timesteps:
+        t_batch = torch.full((len(x0),), t, device=device, dtype=torch.long)
+        prediction = model(schedule.add_noise(x0, t_batch, noise), t_batch, **cond)
+        errors[t] = float(((prediction - noise) ** 2).mean())
+    return errors
 
 
 def evaluate_gmm(

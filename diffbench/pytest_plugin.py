@@ -23,8 +23,8 @@ import torch
 from diffbench.cache import ArtifactCache
 from diffbench.devices import configure_threads, resolve_device
 from diffbench.profiles import PROFILES, Profile, get_profile
-from diffbench.selection import select_size_factors
 from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
+from diffbench.selection import select_size_factors
 
 FAMILIES = {
     "batch_configs": "large-batch convergence: batch x LR rule x checkpoint epoch (seed 002)",
@@ -32,6 +32,7 @@ FAMILIES = {
     "cfg": "classifier-free guidance by size (seeds 000/001)",
     "samplers": "DDPM / DDIM / guidance / distilled samplers (seed 004)",
     "snr_paths": "two-scale SNR paths (seed 003)",
+    "metrics": "cost and calibration of the metrics themselves",
 }
 TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
 _STATE = pytest.StashKey["_State"]()
@@ -69,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
+    )
+    group.addoption(
+        "--fid-weights",
+        default=None,
+        metavar="PATH",
+        help="pytorch-fid's Inception weights (default: the torch hub cache; see `python -m diffbench.inception`)",
     )
 
 

@@ -1,4 +1,5 @@
-"""Metrics: distribution distances, sample statistics and GMM mode coverage (``distribution``)."""
+"""Metrics: distribution distances, sample statistics and GMM mode coverage (``distribution``); trajectory
+comparisons and the teacher's PCA frame (``trajectory``); FID / KID on Inception or domain features (``fid``)."""
 
 from diffbench.metrics.distribution import (
     ModeStats,
@@ -10,8 +11,49 @@ from diffbench.metrics.distribution import (
     sliced_wasserstein,
     wasserstein,
 )
+from diffbench.metrics.fid import (
+    DomainFeatures,
+    FIDResult,
+    FIDSampleSizeWarning,
+    FIDWeightsUnavailable,
+    InceptionFeatures,
+    domain_features,
+    fid,
+    frechet_distance,
+    kid,
+)
+from diffbench.metrics.trajectory import (
+    HIGHER_IS_BETTER,
+    TeacherFrame,
+    compare_trajectories,
+    directional_consistency,
+    endpoint_distance,
+    endpoint_wasserstein,
+    explained_variance_curve,
+    normalize_for_radar,
+    path_length,
+    path_length_similarity,
+    stepwise_cosine,
+    stepwise_distance,
+    stepwise_wasserstein,
+    trajectory_mse,
+)
 
 __all__ = [
+    "HIGHER_IS_BETTER",
+    "TeacherFrame",
+    "compare_trajectories",
+    "directional_consistency",
+    "endpoint_distance",
+    "endpoint_wasserstein",
+    "explained_variance_curve",
+    "normalize_for_radar",
+    "path_length",
+    "path_length_similarity",
+    "stepwise_cosine",
+    "stepwise_distance",
+    "stepwise_wasserstein",
+    "trajectory_mse",
     "ModeStats",
     "mmd_linear",
     "mmd_rbf",
@@ -20,4 +62,13 @@ __all__ = [
     "sample_stats",
     "sliced_wasserstein",
     "wasserstein",
+    "DomainFeatures",
+    "FIDResult",
+    "FIDSampleSizeWarning",
+    "FIDWeightsUnavailable",
+    "InceptionFeatures",
+    "domain_features",
+    "fid",
+    "frechet_distance",
+    "kid",
 ]

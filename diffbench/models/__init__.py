@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from diffbench.models.classifier import NoisyClassifier
 from diffbench.models.mlp import MLPDenoiser
+from diffbench.models.unet import UNet
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "classifier": NoisyClassifier, "unet": UNet}
 
 
 @dataclass(frozen=True)
@@ -46,4 +48,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "MLPDenoiser", "ModelConfig", "count_parameters", "device_of"]
+__all__ = ["MODELS", "MLPDenoiser", "ModelConfig", "NoisyClassifier", "UNet", "count_parameters", "device_of"]
