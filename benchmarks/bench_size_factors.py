@@ -49,6 +49,7 @@ STEPWISE = {
     "stepwise_wasserstein": stepwise_wasserstein,
 }
 PCA_COMPONENTS = 3
+IMAGE_CLIP = 1.0  # images live in [-1, 1]: clip the x0 estimate while sampling (as DDPM/DDIM do for images)
 MAX_EXPLAINED_COMPONENTS = 10
 
 
@@ -152,6 +153,7 @@ def test_teacher_reference(profile, device, artifacts, record):
         shape,
         steps=scale.sampling_steps,
         seed=profile.seed,
+        clip_denoised=IMAGE_CLIP,
         cond=conditioning(shape[0], data.num_classes, device),
     )
     frame = TeacherFrame.fit(traj, n_components=PCA_COMPONENTS)
@@ -173,8 +175,12 @@ def test_trajectories(student, profile, device, artifacts, record):
     shape = (scale.trajectory_samples, *data.sample_shape)
     cond = conditioning(shape[0], data.num_classes, device)
     schedule = spec.schedule.build()
-    reference = trajectories(teacher, schedule, shape, steps=scale.sampling_steps, seed=profile.seed, cond=cond)
-    traj = trajectories(model, schedule, shape, steps=scale.sampling_steps, seed=profile.seed, cond=cond)
+    reference = trajectories(
+        teacher, schedule, shape, steps=scale.sampling_steps, seed=profile.seed, clip_denoised=IMAGE_CLIP, cond=cond
+    )
+    traj = trajectories(
+        model, schedule, shape, steps=scale.sampling_steps, seed=profile.seed, clip_denoised=IMAGE_CLIP, cond=cond
+    )
     assert torch.equal(traj[0], reference[0]), "student and teacher must start from the same noise"
 
     params = model_params(student, model)
@@ -210,7 +216,7 @@ def test_sample_quality(model_id, profile, device, artifacts, record):
         scale.sampling_steps,
         generator=torch.Generator().manual_seed(profile.seed),
         cond=conditioning(shape[0], data.num_classes, device),
-        clip_denoised=1.0,
+        clip_denoised=IMAGE_CLIP,
     ).cpu()
     extractor = domain_features(spec.data, artifacts, device, seed=profile.seed)
     with warnings.catch_warnings():

@@ -89,9 +89,12 @@ def trajectories(
     steps: int,
     seed: int,
     cond: dict | None = None,
+    clip_denoised: float | None = None,
 ) -> Tensor:
     """Deterministic DDIM (``eta = 0``) trajectories ``[steps+1, B, ...]`` with one noise stream per sample, so
-    every model compared on ``seed`` starts from the same ``x_T`` and sample ``i`` does not depend on ``B``."""
+    every model compared on ``seed`` starts from the same ``x_T`` and sample ``i`` does not depend on ``B``.
+    For images in ``[-1, 1]`` pass ``clip_denoised=1``: near ``t = T`` the cosine schedule's ``abar_t`` is ~0 and
+    the unclipped ``x0`` estimate amplifies eps errors by ``1 / sqrt(abar_t)``."""
     return ddim_sample(
         model,
         schedule,
@@ -101,6 +104,7 @@ def trajectories(
         generator=sample_generators(seed, shape[0]),
         cond=cond,
         return_trajectory=True,
+        clip_denoised=clip_denoised,
     )
 
 

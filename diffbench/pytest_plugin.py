@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from diffbench.cache import ArtifactCache
-from diffbench.devices import configure_threads, resolve_device
+from diffbench.devices import configure_threads, resolve_device, threads_per_worker
 from diffbench.profiles import PROFILES, Profile, get_profile
 from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
 from diffbench.selection import select_size_factors
@@ -65,9 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="comma-separated size factors in (0, 1] to run, e.g. 0.1,0.5,1.0 (default: the profile's list)",
     )
-    group.addoption(
-        "--size-range", default=None, help="keep only size factors in this inclusive range, e.g. 0.1-0.5"
-    )
+    group.addoption("--size-range", default=None, help="keep only size factors in this inclusive range, e.g. 0.1-0.5")
     group.addoption(
         "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
     )
@@ -108,6 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
         select_size_factors(sizes, config.getoption("size_factors"), config.getoption("size_range"))
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
+    worker_id, workers = _worker(config)
+    if worker_id is not None:
+        # Every xdist worker (tests too, not only matrix cells) shares the cores instead of oversubscribing them.
+        torch.set_num_threads(threads_per_worker(workers))
     report_dir = Path(config.getoption("report_dir"))
     worker_input = getattr(config, "workerinput", None)
     if worker_input is not None:
