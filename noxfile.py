@@ -38,48 +38,26 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
+def _matrix(session: nox.Session, *options: str) -> None:
+    """The parallel pass over the matrix, then the serial timing pass joining the same report."""
+    session.run("pytest", "benchmarks", "-n", WORKERS, *options, *session.posargs)
+    timing = ["-m", "timing", "-n", "0", "--run-id", "latest"]
+    session.run("pytest", "benchmarks", *timing, *options, *session.posargs, success_codes=[0, 5])
+
+
 @nox.session
 @nox.parametrize("device", DEVICES, ids=DEVICES)
 def bench(session: nox.Session, device: str) -> None:
-    """The benchmark matrix on one device kind, then the serial timing pass joining the same report."""
+    """The benchmark matrix on one device kind (profile from $DIFFBENCH_PROFILE, default smoke)."""
     _install(session)
-    profile = os.environ.get("DIFFBENCH_PROFILE", "smoke")
-    common = ["--profile", profile, "--device", device]
-    session.run("pytest", "benchmarks", "-n", WORKERS, *common, *session.posargs)
-    session.run(
-        "pytest",
-        "benchmarks",
-        "-m",
-        "timing",
-        "-n",
-        "0",
-        "--run-id",
-        "latest",
-        *common,
-        *session.posargs,
-        success_codes=[0, 5],
-    )
+    _matrix(session, "--profile", os.environ.get("DIFFBENCH_PROFILE", "smoke"), "--device", device)
 
 
 @nox.session
 def nightly(session: nox.Session) -> None:
     """The smoke matrix on CPU, then a regression report against the committed baseline."""
     _install(session)
-    session.run("pytest", "benchmarks", "-n", WORKERS, "--device", "cpu", *session.posargs)
-    session.run(
-        "pytest",
-        "benchmarks",
-        "-m",
-        "timing",
-        "-n",
-        "0",
-        "--run-id",
-        "latest",
-        "--device",
-        "cpu",
-        *session.posargs,
-        success_codes=[0, 5],
-    )
+    _matrix(session, "--device", "cpu")
     session.run("diffbench", "compare", "reports/baseline", "reports/latest", "--out", "reports/latest/compare")
 
 

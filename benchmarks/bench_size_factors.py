@@ -42,7 +42,7 @@ from diffbench.training import TrainConfig
 pytestmark = pytest.mark.size_factors
 
 TEACHER = "teacher"
-MODES = ("data", "distill")  # data-trained students first: they train while the teacher does
+MODES = ("data", "distill")
 STEPWISE = {
     "stepwise_cosine": stepwise_cosine,
     "stepwise_distance": stepwise_distance,
@@ -64,11 +64,11 @@ def parse_model_id(model_id: str) -> tuple[str, float]:
     return mode, float(size)
 
 
-def model_spec(profile: Profile, model_id: str) -> RunSpec:
+def model_spec(profile: Profile, model_id: str, data_root: str | None = None) -> RunSpec:
     """The teacher's or a student's full spec; a distilled student's spec contains the teacher's."""
     scale = profile.size_factors
     mode, size = parse_model_id(model_id)
-    data = DataConfig(scale.dataset, image_size=scale.image_size, seed=profile.seed)
+    data = DataConfig(scale.dataset, image_size=scale.image_size, seed=profile.seed, root=data_root)
     num_classes = cached_dataset(data, "train").num_classes
     channels = cached_dataset(data, "train").sample_shape[0]
     arch = scale.teacher
@@ -95,7 +95,7 @@ def model_spec(profile: Profile, model_id: str) -> RunSpec:
         seed=profile.seed,
     )
     schedule = ScheduleConfig(scale.schedule, scale.diffusion_steps)
-    teacher = model_spec(profile, TEACHER) if mode == "distill" else None
+    teacher = model_spec(profile, TEACHER, data_root) if mode == "distill" else None
     return RunSpec(model=model, data=data, schedule=schedule, train=train, teacher=teacher)
 
 
@@ -110,7 +110,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     sizes = select_size_factors(
         profile.size_factors.sizes, config.getoption("size_factors"), config.getoption("size_range")
     )
-    students = [student_id(mode, s) for mode in MODES for s in sizes]
+    # Largest first, data and distilled students interleaved: xdist deals the first cells out round-robin, so
+    # one worker trains the teacher and then the distilled students while the other trains the data students.
+    students = [student_id(mode, s) for s in sorted(sizes, reverse=True) for mode in MODES]
     if "model_id" in metafunc.fixturenames:
         metafunc.parametrize("model_id", [TEACHER, *students])
     elif "student" in metafunc.fixturenames:
@@ -124,9 +126,9 @@ def conditioning(n: int, num_classes: int, device: torch.device) -> dict:
     return {"y": torch.arange(n, device=device) % num_classes} if num_classes else {}
 
 
-def test_noise_prediction(model_id, profile, device, artifacts, record):
+def test_noise_prediction(model_id, profile, data_root, device, artifacts, record):
     """eps-prediction error vs timestep on held-out data, same x0 and noise for every model."""
-    spec = model_spec(profile, model_id)
+    spec = model_spec(profile, model_id, data_root)
     model = final_model(spec, artifacts, device)
     test = cached_dataset(spec.data, "test")
     schedule = spec.schedule.build()
@@ -140,9 +142,9 @@ def test_noise_prediction(model_id, profile, device, artifacts, record):
     assert all(math.isfinite(e) and e >= 0 for e in errors.values())
 
 
-def test_teacher_reference(profile, device, artifacts, record):
+def test_teacher_reference(profile, data_root, device, artifacts, record):
     """The teacher's own trajectories: the PCA frame every student is projected into, its dimensionality."""
-    spec = model_spec(profile, TEACHER)
+    spec = model_spec(profile, TEACHER, data_root)
     teacher = final_model(spec, artifacts, device)
     scale = profile.size_factors
     data = cached_dataset(spec.data, "train")
@@ -166,10 +168,10 @@ def test_teacher_reference(profile, device, artifacts, record):
     assert 0 < float(frame.explained_variance_ratio.sum()) <= 1 + 1e-9
 
 
-def test_trajectories(student, profile, device, artifacts, record):
+def test_trajectories(student, profile, data_root, device, artifacts, record):
     """Student vs teacher trajectories from the same noise: scalar, per-step and radar metrics, PCA frame."""
     scale = profile.size_factors
-    teacher_spec, spec = model_spec(profile, TEACHER), model_spec(profile, student)
+    teacher_spec, spec = model_spec(profile, TEACHER, data_root), model_spec(profile, student, data_root)
     teacher, model = final_model(teacher_spec, artifacts, device), final_model(spec, artifacts, device)
     data = cached_dataset(spec.data, "train")
     shape = (scale.trajectory_samples, *data.sample_shape)
@@ -202,10 +204,10 @@ def test_trajectories(student, profile, device, artifacts, record):
     assert all(math.isfinite(v) for v in metrics.values()), metrics
 
 
-def test_sample_quality(model_id, profile, device, artifacts, record):
+def test_sample_quality(model_id, profile, data_root, device, artifacts, record):
     """Domain FID (with its bootstrap CI) and KID of class-balanced DDIM samples against the held-out split."""
     scale = profile.size_factors
-    spec = model_spec(profile, model_id)
+    spec = model_spec(profile, model_id, data_root)
     model = final_model(spec, artifacts, device)
     data = cached_dataset(spec.data, "train")
     shape = (scale.eval_samples, *data.sample_shape)
@@ -242,10 +244,10 @@ def test_sample_quality(model_id, profile, device, artifacts, record):
 
 
 @pytest.mark.timing
-def test_sampling_latency(size, profile, device, benchmark, record):
+def test_sampling_latency(size, profile, data_root, device, benchmark, record):
     """Seconds per image of DDIM sampling at the profile's step count (architecture only: untrained weights)."""
     scale = profile.size_factors
-    spec = model_spec(profile, TEACHER if size == 1.0 else student_id("data", size))
+    spec = model_spec(profile, TEACHER if size == 1.0 else student_id("data", size), data_root)
     model = spec.model.build(seed=profile.seed).to(device).eval()
     data = cached_dataset(spec.data, "train")
     batch = 16

@@ -37,7 +37,11 @@ def _canonical(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             "__type__": type(obj).__name__,
-            **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+            **{
+                f.name: _canonical(getattr(obj, f.name))
+                for f in dataclasses.fields(obj)
+                if f.metadata.get("hash", True)  # e.g. a local data path: where data lives is not what it is
+            },
         }
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ class DataConfig:
     name: str = "gmm2d"
     image_size: int = 16
     seed: int = 0
-    root: str | None = None
+    root: str | None = field(default=None, metadata={"hash": False})  # where torchvision data lives locally
 
 
 @dataclass

@@ -61,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--device", default="auto", help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps"
     )
     group.addoption(
+        "--data-root",
+        default=None,
+        help="where torchvision datasets (mnist, cifar10) live (default: ~/.cache/diffbench/data)",
+    )
+    group.addoption(
         "--size-factors",
         default=None,
         help="comma-separated size factors in (0, 1] to run, e.g. 0.1,0.5,1.0 (default: the profile's list)",
@@ -223,6 +228,12 @@ def device(pytestconfig: pytest.Config) -> torch.device:
     dev = resolve_device(pytestconfig.getoption("device"), worker_id)
     configure_threads(dev, workers)
     return dev
+
+
+@pytest.fixture(scope="session")
+def data_root(pytestconfig: pytest.Config) -> str | None:
+    """``--data-root``: the local copy of torchvision datasets for the standard and paper profiles."""
+    return pytestconfig.getoption("data_root")
 
 
 @pytest.fixture(scope="session")

@@ -279,3 +279,10 @@ def test_default_dir_without_env_var(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "diffbench"
+
+
+def test_a_local_data_path_is_not_part_of_the_key():
+    from diffbench.data import DataConfig
+
+    assert config_hash(DataConfig("mnist", root="/a")) == config_hash(DataConfig("mnist", root="/b"))
+    assert config_hash(DataConfig("mnist", seed=1)) != config_hash(DataConfig("mnist", seed=2))
