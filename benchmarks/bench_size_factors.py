@@ -31,6 +31,7 @@ from diffbench.metrics.trajectory import (
     stepwise_cosine,
     stepwise_distance,
     stepwise_wasserstein,
+    teacher_scales,
 )
 from diffbench.models import ModelConfig, count_parameters
 from diffbench.profiles import Profile, get_profile
@@ -189,7 +190,7 @@ def test_trajectories(student, profile, data_root, device, artifacts, record):
     metrics = compare_trajectories(traj, reference)
     for name, value in metrics.items():
         record(name, value, **params)
-    for name, value in normalize_for_radar(metrics).items():
+    for name, value in normalize_for_radar(metrics, scales=teacher_scales(reference)).items():
         record(f"radar_{name}", value, **params)
     for name, fn in STEPWISE.items():
         for step, value in enumerate(fn(traj, reference).tolist()):

@@ -23,6 +23,7 @@ from diffbench.metrics.trajectory import (
     stepwise_cosine,
     stepwise_distance,
     stepwise_wasserstein,
+    teacher_scales,
     trajectory_mse,
 )
 from diffbench.models import UNet
@@ -234,3 +235,16 @@ def test_ddim_trajectories_are_bit_identical_with_per_sample_generators(eta):
         expected = torch.randn(shape[1:], generator=torch.Generator().manual_seed(11 * 2**20 + i))
         assert torch.equal(a[0, i], expected)
     assert math.isfinite(float(a.abs().max()))
+
+
+def test_teacher_scales_put_an_error_as_large_as_the_signal_at_one_half():
+    # Every point of this teacher has norm 2 in D = 4 dimensions: r = 2, mean squared element = 1.
+    teacher = torch.full((3, 5, 4), 1.0)
+    scales = teacher_scales(teacher)
+    assert scales["euclidean_distance"] == pytest.approx(2.0)
+    assert scales["trajectory_mse"] == pytest.approx(1.0)
+    assert set(scales) == {name for name, higher in HIGHER_IS_BETTER.items() if not higher}
+    radar = normalize_for_radar({"euclidean_distance": 2.0, "trajectory_mse": 1.0}, scales=scales)
+    assert radar == {"euclidean_distance": pytest.approx(0.5), "trajectory_mse": pytest.approx(0.5)}
+    with pytest.raises(ValueError, match="identically zero"):
+        teacher_scales(torch.zeros(3, 5, 4))

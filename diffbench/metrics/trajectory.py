@@ -126,6 +126,20 @@ def compare_trajectories(student: Tensor, teacher: Tensor) -> dict[str, float]:
     }
 
 
+def teacher_scales(teacher: Tensor) -> dict[str, float]:
+    """Natural scales for ``normalize_for_radar`` taken from the teacher's trajectory ``[S+1, B, ...]``: every
+    distance is measured against the RMS norm of the teacher's points, ``r = sqrt(mean_{s,b} |x_{s,b}|^2)``, and
+    the per-element ``trajectory_mse`` against ``r^2 / D`` (the teacher's mean squared element), so a radar value
+    of 1/2 means an error as large as the signal itself."""
+    points = _flat(teacher, "teacher")
+    rms = float(points.pow(2).sum(-1).mean().sqrt())
+    if not rms > 0:
+        raise ValueError("the teacher trajectory is identically zero: no scale to normalise against")
+    scales = {name: rms for name, higher in HIGHER_IS_BETTER.items() if not higher}
+    scales["trajectory_mse"] = rms**2 / points.shape[-1]
+    return scales
+
+
 def normalize_for_radar(
     values: Mapping[str, float],
     higher_is_better: Mapping[str, bool] = HIGHER_IS_BETTER,
