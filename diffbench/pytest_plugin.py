@@ -1,6 +1,7 @@
 """The diffbench pytest plugin: options, fixtures, and the merge of every worker's rows into one report.
 
-Loaded by the repository's root ``conftest.py``. Each worker appends rows to its own part file in
+Loaded by the repository's root ``conftest.py``. Families, their markers and their command-line options come
+from :func:`diffbench.families.discover`; this module names no family. Each worker appends rows to its own part file in
 ``<report-dir>/<run-id>/parts/`` as they are recorded (a crashing cell loses nothing else); at session end the
 controller merges all part files of the run (every worker, and earlier sessions that passed the same
 ``--run-id``, e.g. the serial timing pass) and builds ``results.jsonl``, ``summary.csv``, ``report.md``,
@@ -22,18 +23,12 @@ import torch
 
 from diffbench.cache import ArtifactCache
 from diffbench.devices import configure_threads, resolve_device, threads_per_worker
+from diffbench.families import Measurements, all_options, discover
+from diffbench.io import atomic_symlink
+from diffbench.metrics import registry
 from diffbench.profiles import PROFILES, Profile, get_profile
 from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
-from diffbench.selection import select_size_factors
 
-FAMILIES = {
-    "batch_configs": "large-batch convergence: batch x LR rule x checkpoint epoch (seed 002)",
-    "size_factors": "size factor vs quality, trajectories and efficiency (seeds 000/001)",
-    "cfg": "classifier-free guidance by size (seeds 000/001)",
-    "samplers": "DDPM / DDIM / guidance / distilled samplers (seed 004)",
-    "snr_paths": "two-scale SNR paths (seed 003)",
-    "metrics": "cost and calibration of the metrics themselves",
-}
 TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
 _STATE = pytest.StashKey["_State"]()
 
@@ -66,20 +61,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where torchvision datasets (mnist, cifar10) live (default: ~/.cache/diffbench/data)",
     )
     group.addoption(
-        "--size-factors",
-        default=None,
-        help="comma-separated size factors in (0, 1] to run, e.g. 0.1,0.5,1.0 (default: the profile's list)",
-    )
-    group.addoption("--size-range", default=None, help="keep only size factors in this inclusive range, e.g. 0.1-0.5")
-    group.addoption(
         "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
     )
-    group.addoption(
-        "--fid-weights",
-        default=None,
-        metavar="PATH",
-        help="pytorch-fid's Inception weights (default: the torch hub cache; see `python -m diffbench.inception`)",
-    )
+    for option in all_options():
+        group.addoption(option.flag, dest=option.dest, default=None, metavar=option.metavar, help=option.help)
+
+
+def option_values(config: pytest.Config) -> dict[str, object]:
+    """Every family option's value by dest (``{"size_factors": "0.1,0.5", ...}``), ``None`` when not given."""
+    return {option.dest: config.getoption(option.dest) for option in all_options()}
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Bad option values, alone or against the profile: ``ValueError`` naming the value (a usage error)."""
+    resolve_device(config.getoption("device"))
+    profile = get_profile(config.getoption("profile"))
+    values = option_values(config)
+    for option in all_options():
+        if option.check is not None and values[option.dest] is not None:
+            option.check(values[option.dest])
+    for family in discover().values():
+        if family.validate is not None:
+            family.validate(values, profile)
 
 
 def _new_run_id() -> str:
@@ -100,15 +103,14 @@ def _resolve_run_id(requested: str | None, report_dir: Path) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, description in FAMILIES.items():
-        config.addinivalue_line("markers", f"{name}: {description}")
+    for name, family in discover().items():
+        seeds = f" (seed {', '.join(family.seeds)})" if family.seeds else ""
+        config.addinivalue_line("markers", f"{name}: {family.question}{seeds}")
     config.addinivalue_line("markers", "timing: pytest-benchmark cell; runs only in a serial (-n 0) session")
     config.addinivalue_line("markers", "slow: long-running cell")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
     try:
-        resolve_device(config.getoption("device"))
-        sizes = get_profile(config.getoption("profile")).size_factors.sizes
-        select_size_factors(sizes, config.getoption("size_factors"), config.getoption("size_range"))
+        _check_options(config)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     worker_id, workers = _worker(config)
@@ -137,7 +139,7 @@ class _XdistHooks:
 
 
 def _family(item: pytest.Item) -> str | None:
-    for name in FAMILIES:
+    for name in discover():
         if item.get_closest_marker(name) is not None:
             return name
     return None
@@ -164,7 +166,7 @@ class _FailureCollector:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        family = next((name for name in FAMILIES if name in report.keywords), None)
+        family = next((name for name in discover() if name in report.keywords), None)
         if not report.failed or family is None:
             return
         lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
@@ -187,19 +189,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     failures = [f for f in previous if f["cell"] not in cells_now] + state.failures
     failures_path.write_text(json.dumps(failures, indent=1))
     rows = merge_parts(state.run_dir)
-    from diffbench.report import build_report
+    from diffbench.report.build import build_report
 
     state.report_path = build_report(state.run_dir, rows=rows, failures=failures)
     _point_latest(state.report_dir, state.run_id)
 
 
 def _point_latest(report_dir: Path, run_id: str) -> None:
-    link = report_dir / "latest"
-    tmp = report_dir / f".latest.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(run_id, target_is_directory=True)
-    os.replace(tmp, link)
+    atomic_symlink(report_dir / "latest", run_id)
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
@@ -242,17 +239,36 @@ def artifacts(pytestconfig: pytest.Config) -> ArtifactCache:
     return ArtifactCache(pytestconfig.getoption("cache_dir"))
 
 
+@pytest.fixture(scope="session")
+def options(pytestconfig: pytest.Config) -> dict[str, object]:
+    """Every family option's value by dest (``options["size_factors"]``), ``None`` when not given."""
+    return option_values(pytestconfig)
+
+
 class Recorder:
     """``record(metric, value, **params)`` appends a result row for the current cell;
-    ``record.array(name, array, **params)`` also keeps an array (e.g. samples) next to the report."""
+    ``record.array(name, array, **params)`` also keeps an array (e.g. samples) next to the report;
+    ``record.result(measurements)`` writes every row of a family function's :class:`Measurements`.
+
+    Every metric must be declared in the metric registry (an undeclared name fails the cell); every row carries
+    the provenance of the cached artifacts the cell has used so far."""
 
     def __init__(
-        self, writer: RowWriter, *, family: str, cell: str, profile: Profile, device: torch.device, run_id: str
+        self,
+        writer: RowWriter,
+        *,
+        family: str,
+        cell: str,
+        profile: Profile,
+        device: torch.device,
+        run_id: str,
+        cache: ArtifactCache,
     ) -> None:
         self._writer, self.family, self.cell = writer, family, cell
-        self._profile, self._device, self._run_id = profile, device, run_id
+        self._profile, self._device, self._run_id, self._cache = profile, device, run_id, cache
 
-    def _row(self, metric: str, value: float, params: dict, seed: int | None, artifact: str | None) -> dict:
+    def _row(self, metric: str, value: float, params: dict, seed: int | None, **fields: object) -> dict:
+        registry.get(metric)  # KeyError naming the fix for an undeclared metric
         return make_row(
             family=self.family,
             cell=self.cell,
@@ -263,27 +279,39 @@ class Recorder:
             device=str(self._device),
             profile=self._profile.name,
             run_id=self._run_id,
-            artifact=artifact,
+            artifacts=list(self._cache.touched) or None,
+            **fields,
         )
 
-    def __call__(self, metric: str, value: float, *, seed: int | None = None, **params: object) -> None:
-        self._writer.write(self._row(metric, value, params, seed, None))
+    def __call__(
+        self, metric: str, value: float, *, seed: int | None = None, context: dict | None = None, **params: object
+    ) -> None:
+        self._writer.write(self._row(metric, value, params, seed, context=context))
 
     def array(self, name: str, array: np.ndarray | torch.Tensor, *, seed: int | None = None, **params: object) -> None:
         data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
         rel = self._writer.save_array(f"{self.cell}-{name}", data)
-        self._writer.write(self._row(name, float(len(data)), params, seed, rel))
+        self._writer.write(self._row(name, float(len(data)), params, seed, artifact=rel))
+
+    def result(self, measurements: Measurements) -> None:
+        for metric, value, params, context in measurements:
+            self(metric, value, context=context, **params)
+        for name, array, params in measurements.arrays:
+            self.array(name, array, **params)
 
 
 @pytest.fixture
-def record(request: pytest.FixtureRequest, profile: Profile, device: torch.device) -> Recorder:
+def record(
+    request: pytest.FixtureRequest, profile: Profile, device: torch.device, artifacts: ArtifactCache
+) -> Recorder:
     """Result rows for this cell, merged into the run's report at session end."""
     state = request.config.stash[_STATE]
     family = _family(request.node)
     if family is None:
         raise pytest.UsageError(
-            f"{request.node.nodeid} uses `record` but carries no family marker ({', '.join(FAMILIES)})"
+            f"{request.node.nodeid} uses `record` but carries no family marker ({', '.join(discover())})"
         )
+    artifacts.reset_touched()
     part = f"{_worker(request.config)[0] or 'main'}-{os.getpid()}"
     return Recorder(
         RowWriter(state.run_dir, part),
@@ -292,4 +320,5 @@ def record(request: pytest.FixtureRequest, profile: Profile, device: torch.devic
         profile=profile,
         device=device,
         run_id=state.run_id,
+        cache=artifacts,
     )

@@ -1,21 +1,30 @@
 """Result rows: one JSON object per (cell, metric), written as they are recorded, merged at session end.
 
-Row fields: ``family``, ``cell`` (pytest node id), ``params`` (dict), ``metric``, ``value`` (float), ``seed``,
-``device``, ``profile``, ``run_id``, ``versions`` (dict), ``time`` (ISO 8601), and optionally ``artifact``: a
-path relative to the run directory of an array the value summarises (e.g. the samples behind a scatter plot).
+Row fields: ``family``, ``cell`` (pytest node id), ``params`` (dict: what the cell varies, the row's identity),
+``metric``, ``value`` (float, None if not finite), ``seed``, ``device``, ``profile``, ``run_id``, ``versions``
+(dict), ``time`` (ISO 8601), ``provenance`` (``{"git_sha", "git_dirty", "host"}`` of the process that wrote the
+row), and optionally:
+
+- ``artifact``: a path relative to the run directory of an array the value summarises (e.g. the samples behind
+  a scatter plot);
+- ``context``: non-key details of the measurement (e.g. a feature extractor's weight fingerprint), kept apart
+  from ``params`` so they never split one cell's rows into two;
+- ``artifacts``: the provenance records of the cached artifacts the cell used (``ArtifactCache.touched``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from diffbench.io import atomic_np_save, atomic_write_text
+from diffbench.provenance import row_provenance
 
 RESULTS_FILE = "results.jsonl"
 PARTS_DIR = "parts"
@@ -49,7 +58,10 @@ def make_row(
     profile: str,
     run_id: str,
     artifact: str | None = None,
+    context: dict | None = None,
+    artifacts: list[dict] | None = None,
 ) -> dict:
+    """One result row (see the module docstring); ``artifact``, ``context`` and ``artifacts`` only when given."""
     value = float(value)
     row = {
         "family": family,
@@ -63,9 +75,14 @@ def make_row(
         "run_id": run_id,
         "versions": versions(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": row_provenance(),
     }
     if artifact is not None:
         row["artifact"] = artifact
+    if context is not None:
+        row["context"] = _jsonable(context)
+    if artifacts is not None:
+        row["artifacts"] = [_jsonable(record) for record in artifacts]
     return row
 
 
@@ -96,12 +113,7 @@ class RowWriter:
     def save_array(self, name: str, array: np.ndarray) -> str:
         """Save ``array`` under ``arrays/`` (atomically) and return its path relative to the run dir."""
         rel = Path(ARRAYS_DIR) / f"{safe_name(name)}.npy"
-        path = self.run_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array))
-        os.replace(tmp, path)
+        atomic_np_save(self.run_dir / rel, array)
         return rel.as_posix()
 
 
@@ -132,9 +144,7 @@ def merge_parts(run_dir: Path) -> list[dict]:
     run_dir = Path(run_dir)
     rows = read_rows(sorted((run_dir / PARTS_DIR).glob("*.jsonl")))
     rows.sort(key=lambda r: (r["family"], r["cell"], r["metric"], r.get("time", "")))
-    tmp = run_dir / f".{RESULTS_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, run_dir / RESULTS_FILE)
+    atomic_write_text(run_dir / RESULTS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return rows
 
 

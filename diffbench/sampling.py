@@ -1,14 +1,31 @@
 """Samplers as small pure functions over ``eps(x, t, **cond)`` and a ``NoiseSchedule``.
 
-Noise comes only from the given generator(s): a single ``torch.Generator`` for the whole batch, or a sequence
-of generators, one per sample (EDM's per-seed streams), in which case sample ``i``'s noise depends only on
-generator ``i`` and its trajectory is the same whatever batch it is drawn in.
+Three separate pieces, as in k-diffusion:
+
+- **the grid**: a strictly decreasing list of integer timesteps in ``[0, T-1]``, built by a small function
+  (``uniform_timesteps``, ``leading_timesteps``, ``trailing_timesteps``, ``quadratic_timesteps``,
+  ``snr_timesteps``; ``timesteps(schedule, steps, spacing)`` picks one by name from ``TIMESTEP_SPACINGS``) or
+  written out by hand, and checked by ``check_timesteps``. Every builder except diffusers' ``leading`` starts
+  at ``T-1``, so even a 1-step sampler denoises from pure noise;
+- **the sampler**: ``ddim_sample(model, x_T, timesteps, schedule, ...)`` walks the grid it is given and builds
+  nothing itself; ``ddpm_sample`` is DDIM with ``eta = 1`` on the full grid;
+- **the callback**: called once per step with a ``SamplerStep`` (``x_t``, the ``x0`` estimate, ``eps``,
+  ``x_prev``); ``TrajectoryRecorder`` is one such callback.
+
+Noise comes only from what the caller passes: ``x_T`` (typically ``randn(shape, sample_generators(seed, n),
+device)``) and, for ``eta > 0``, the generator(s) of the per-step noise: a single ``torch.Generator`` for the
+whole batch, or a sequence of generators, one per sample (EDM's per-seed streams), in which case sample ``i``'s
+noise depends only on generator ``i`` and its trajectory is the same whatever batch it is drawn in. Nothing
+reads the global RNG.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -34,79 +51,190 @@ def randn(shape: Sequence[int], generator: Generators, device: torch.device | st
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device) for g in generator]).to(device)
 
 
-def _timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
-    """``steps`` timesteps evenly spaced over ``[0, T-1]``, descending (DDIM's "uniform" spacing)."""
-    if not 1 <= steps <= schedule.num_steps:
-        raise ValueError(f"steps must be in [1, {schedule.num_steps}], got {steps}")
-    grid = torch.linspace(0, schedule.num_steps - 1, steps).round().long().unique()
+# ----------------------------------------------------------------------------------------------- grids
+
+
+def _check_steps(num_steps_T: int, steps: int) -> None:
+    if not 1 <= steps <= num_steps_T:
+        raise ValueError(f"steps must be in [1, {num_steps_T}] (the schedule's T), got {steps}")
+
+
+def uniform_timesteps(num_steps_T: int, steps: int) -> list[int]:
+    """``steps`` timesteps evenly spaced over ``[0, T-1]``, descending (DDIM's "linear", diffusers' "linspace"):
+    ``t_k = round(k (T-1) / (steps-1))``, ``k = steps-1, ..., 0``; a single step is ``[T-1]``.
+
+    Computed as ``torch.linspace`` in float32 (the grid every benchmark result was produced with). diffusers
+    evaluates the same formula in float64, so at exact ``.5`` ties the two can round differently (T = 1000:
+    steps 27, 31, 43, ...; never for 10, 20, 25, 50, 100, 250, 500). Spacing is >= 1, so ``unique`` removes
+    nothing and the grid has exactly ``steps`` entries.
+    """
+    _check_steps(num_steps_T, steps)
+    if steps == 1:
+        # linspace(0, T-1, 1) is [0]: a 1-step sampler would evaluate at t = 0 and return ~x_T.
+        return [num_steps_T - 1]
+    grid = torch.linspace(0, num_steps_T - 1, steps).round().long().unique()
     return grid.flip(0).tolist()
 
 
-@torch.no_grad()
-def ddpm_sample(
-    model: EpsModel,
-    schedule: NoiseSchedule,
-    shape: Sequence[int],
-    generator: Generators,
-    *,
-    cond: dict | None = None,
-    return_trajectory: bool = False,
-    clip_denoised: float | None = None,
-    progress: bool = False,
-) -> Tensor:
-    """Ancestral DDPM sampling over all ``T`` steps (Ho et al. 2020, Algorithm 2):
-    ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z`` with the posterior variance
-    ``sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t)`` (eq. 7). Written as DDIM with ``eta = 1`` on the full
-    grid, which is algebraically the same update. Returns ``[B, ...]`` or the trajectory ``[T+1, B, ...]``."""
-    return ddim_sample(
-        model,
-        schedule,
-        shape,
-        schedule.num_steps,
-        eta=1.0,
-        generator=generator,
-        cond=cond,
-        return_trajectory=return_trajectory,
-        clip_denoised=clip_denoised,
-        progress=progress,
-    )
+def leading_timesteps(num_steps_T: int, steps: int) -> list[int]:
+    """diffusers' DDIMScheduler "leading" spacing (``steps_offset = 0``): ``t_k = k (T // steps)``,
+    ``k = steps-1, ..., 0``; e.g. T = 1000, 50 steps: ``980, 960, ..., 0``.
+
+    Kept faithful so diffusers' results can be reproduced, flaw included: the grid does **not** start at
+    ``T-1`` (it starts at ``T - T // steps``; 1 step is ``[0]``), so the sampler never sees pure noise at its
+    first step (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2).
+    Use ``trailing_timesteps`` or ``uniform_timesteps`` unless you are reproducing diffusers.
+    """
+    _check_steps(num_steps_T, steps)
+    ratio = num_steps_T // steps
+    return [k * ratio for k in reversed(range(steps))]
+
+
+def trailing_timesteps(num_steps_T: int, steps: int) -> list[int]:
+    """diffusers' DDIMScheduler "trailing" spacing (Lin et al. 2024): ``t_k = round(T - k T / steps) - 1``,
+    ``k = 0, ..., steps-1``; starts at ``T-1``; e.g. T = 1000, 50 steps: ``999, 979, ..., 19``.
+
+    Evaluated exactly as diffusers does (``np.round(np.arange(T, 0, -T / steps)) - 1`` in float64, ties to
+    even), keeping the first ``steps`` entries: for some ``(T, steps)`` (e.g. 15, 13) float ``arange`` yields
+    one extra point near 0, which diffusers turns into a timestep of ``-1``.
+    """
+    _check_steps(num_steps_T, steps)
+    grid = np.round(np.arange(num_steps_T, 0, -num_steps_T / steps))[:steps].astype(np.int64) - 1
+    return grid.tolist()
+
+
+def quadratic_timesteps(num_steps_T: int, steps: int) -> list[int]:
+    """DDIM's "quadratic" spacing (Song et al. 2021, App. D.2: ``tau_k = floor(c k^2)`` with ``c`` chosen so the
+    last ``tau`` is close to ``T``), dense near ``t = 0``: here ``c = (T-1) / (steps-1)^2``, so
+    ``t_k = floor((T-1) k^2 / (steps-1)^2)``, ``k = steps-1, ..., 0``, starts exactly at ``T-1``; 1 step is
+    ``[T-1]``. (The official code instead ends at ``0.8 T``.) Computed in exact integer arithmetic.
+
+    De-duplicated: consecutive values differ by ``c (2k+1)``, so the grid has ``steps`` entries exactly when
+    ``c >= 1``, i.e. ``(steps-1)^2 <= T-1``; beyond that the first few ``k`` collapse onto the same timestep.
+    """
+    _check_steps(num_steps_T, steps)
+    if steps == 1:
+        return [num_steps_T - 1]
+    denominator = (steps - 1) ** 2
+    return sorted({(num_steps_T - 1) * k * k // denominator for k in range(steps)}, reverse=True)
+
+
+def snr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """Timesteps uniform in log-SNR between ``SNR(T-1)`` and ``SNR(0)``:
+    ``lambda_k = lambda_{T-1} + k / (steps-1) (lambda_0 - lambda_{T-1})``, ``lambda = log SNR``, each mapped to the
+    nearest integer timestep in log-SNR (``schedule.snr_to_timestep``); starts at ``T-1``, ends at ``0``.
+
+    De-duplicated: where the schedule's log-SNR moves by less than the grid's spacing per timestep, neighbouring
+    ``lambda_k`` share a timestep and the grid is shorter than ``steps``.
+    """
+    _check_steps(schedule.num_steps, steps)
+    log_snr_max_t, log_snr_0 = schedule.snr(torch.tensor([schedule.num_steps - 1, 0])).log().tolist()
+    log_snr = torch.linspace(log_snr_max_t, log_snr_0, steps, dtype=torch.float64)
+    grid = schedule.snr_to_timestep(log_snr.exp())
+    return sorted(set(grid.tolist()), reverse=True)
+
+
+TIMESTEP_SPACINGS: dict[str, Callable[[NoiseSchedule, int], list[int]]] = {
+    "uniform": lambda schedule, steps: uniform_timesteps(schedule.num_steps, steps),
+    "leading": lambda schedule, steps: leading_timesteps(schedule.num_steps, steps),
+    "trailing": lambda schedule, steps: trailing_timesteps(schedule.num_steps, steps),
+    "quadratic": lambda schedule, steps: quadratic_timesteps(schedule.num_steps, steps),
+    "snr": snr_timesteps,
+}
+
+
+def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "uniform") -> list[int]:
+    """The ``spacing`` grid of ``steps`` timesteps for ``schedule`` (see ``TIMESTEP_SPACINGS``)."""
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {sorted(TIMESTEP_SPACINGS)}")
+    return TIMESTEP_SPACINGS[spacing](schedule, steps)
+
+
+def check_timesteps(timesteps: Sequence[int] | Tensor, num_steps_T: int) -> list[int]:
+    """Validate a grid (non-empty, integers, strictly decreasing, within ``[0, T-1]``); return it as ``list[int]``."""
+    values = timesteps.tolist() if isinstance(timesteps, Tensor | np.ndarray) else list(timesteps)
+    if not values:
+        raise ValueError("timesteps must be a non-empty sequence of integers, got an empty one")
+    for i, t in enumerate(values):
+        if not isinstance(t, numbers.Integral) or isinstance(t, bool):
+            raise ValueError(f"timesteps must be integers, got {t!r} at position {i}")
+        if not 0 <= t <= num_steps_T - 1:
+            raise ValueError(f"timesteps must lie in [0, {num_steps_T - 1}], got {t} at position {i}")
+    for i, (t, t_next) in enumerate(zip(values, values[1:], strict=False)):
+        if not t > t_next:
+            raise ValueError(f"timesteps must be strictly decreasing, got {t} then {t_next} at positions {i}, {i + 1}")
+    return [int(t) for t in values]
+
+
+# -------------------------------------------------------------------------------------------- samplers
+
+
+@dataclass(frozen=True)
+class SamplerStep:
+    """What a sampler reports after step ``i`` (of ``S``) from timestep ``t`` to ``t_prev`` (``-1``: the final
+    step to ``abar = 1``). Tensors are ``[B, ...]`` on the model's device: the step's input ``x_t``, the ``x0``
+    estimate it used (after clipping), the ``eps`` it used (recomputed from the clipped ``x0``) and its
+    output ``x_prev``."""
+
+    i: int
+    t: int
+    t_prev: int
+    x_t: Tensor
+    x0: Tensor
+    eps: Tensor
+    x_prev: Tensor
+
+
+SamplerCallback = Callable[[SamplerStep], None]
+
+
+def _check_generator(generator: Generators | None, batch: int) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator) and len(generator) != batch:
+        raise ValueError(f"got {len(generator)} per-sample generators for a batch of {batch}")
 
 
 @torch.no_grad()
 def ddim_sample(
     model: EpsModel,
+    x_T: Tensor,
+    timesteps: Sequence[int] | Tensor,
     schedule: NoiseSchedule,
-    shape: Sequence[int],
-    steps: int,
+    *,
     eta: float = 0.0,
     generator: Generators | None = None,
-    *,
     cond: dict | None = None,
-    return_trajectory: bool = False,
     clip_denoised: float | None = None,
+    callback: SamplerCallback | None = None,
     progress: bool = False,
-    x_T: Tensor | None = None,
 ) -> Tensor:
-    """DDIM (Song et al. 2021, eq. 12) on ``steps`` evenly spaced timesteps:
+    """DDIM (Song et al. 2021, eq. 12) from ``x_T`` ``[B, ...]`` over the strictly decreasing ``timesteps``:
     ``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``,
     ``sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)``,
     ``x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z``, with ``abar_prev = 1`` after
-    the last step. ``eta = 0`` is deterministic given ``x_T``; ``eta = 1`` on the full grid is DDPM.
-    Returns samples ``[B, ...]`` or, with ``return_trajectory``, ``[steps+1, B, ...]`` from ``x_T`` to ``x_0``.
+    the last timestep, so the last step returns the ``x0`` estimate. ``eta = 0`` (default) is deterministic
+    given ``x_T`` and needs no generator; ``eta`` in ``(0, 1]`` draws ``z`` from ``generator`` (one, or one per
+    sample); ``eta = 1`` on the full grid is DDPM. ``clip_denoised = c`` clamps ``x0`` to ``[-c, c]`` and
+    recomputes ``eps`` from it. ``x_T`` is moved to the model's device; the model is called as
+    ``model(x_t, t [B] long, **cond)``. ``callback`` gets a ``SamplerStep`` after every step.
+    Returns the samples ``[B, ...]``.
     """
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    if generator is None:
-        raise ValueError("a torch.Generator (or one per sample) is required: samplers never use the global RNG")
+    timesteps = check_timesteps(timesteps, schedule.num_steps)
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if eta > 0 and generator is None:
+        raise ValueError(
+            f"eta = {eta} > 0 adds noise every step: pass a torch.Generator (or one per sample); "
+            "samplers never use the global RNG"
+        )
+    _check_generator(generator, x_T.shape[0])
     cond = cond or {}
     device = device_of(model)
-    x = randn(shape, generator, device) if x_T is None else x_T.to(device)
-    timesteps = _timesteps(schedule, steps)
+    x = x_T.to(device)
     abar = schedule.alpha_bar
-    trajectory = [x.cpu()] if return_trajectory else None
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         a_t = abar[t]
-        a_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
+        a_prev = abar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
         t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         eps = model(x, t_batch, **cond)
         x0 = (x - (1 - a_t).sqrt().item() * eps) / a_t.sqrt().item()
@@ -115,9 +243,75 @@ def ddim_sample(
             eps = (x - a_t.sqrt().item() * x0) / (1 - a_t).sqrt().item()
         sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
         direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
-        x = a_prev.sqrt().item() * x0 + direction.item() * eps
+        x_prev = a_prev.sqrt().item() * x0 + direction.item() * eps
         if sigma > 0:
-            x = x + sigma.item() * randn(x.shape, generator, device)
-        if trajectory is not None:
-            trajectory.append(x.cpu())
-    return torch.stack(trajectory) if trajectory is not None else x
+            x_prev = x_prev + sigma.item() * randn(x.shape, generator, device)
+        if callback is not None:
+            callback(SamplerStep(i=i, t=t, t_prev=t_prev, x_t=x, x0=x0, eps=eps, x_prev=x_prev))
+        x = x_prev
+    return x
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: EpsModel,
+    x_T: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    generator: Generators,
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+    callback: SamplerCallback | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Ancestral DDPM sampling over all ``T`` steps (Ho et al. 2020, Algorithm 2):
+    ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z`` with the posterior variance
+    ``sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t)`` (eq. 7). Written as DDIM with ``eta = 1`` on the full
+    grid ``T-1, ..., 0``, which is algebraically the same update. Returns ``[B, ...]``."""
+    return ddim_sample(
+        model,
+        x_T,
+        uniform_timesteps(schedule.num_steps, schedule.num_steps),
+        schedule,
+        eta=1.0,
+        generator=generator,
+        cond=cond,
+        clip_denoised=clip_denoised,
+        callback=callback,
+        progress=progress,
+    )
+
+
+@dataclass
+class TrajectoryRecorder:
+    """A sampler callback that keeps every state on the CPU: ``recorder = TrajectoryRecorder();
+    ddim_sample(..., callback=recorder); recorder.trajectory()``. A step with ``i = 0`` starts a new recording, so
+    one recorder holds the latest sampler call. ``record_x0=False`` skips the ``x0`` estimates (half the memory).
+    """
+
+    record_x0: bool = True
+    _states: list[Tensor] = field(default_factory=list, init=False, repr=False)
+    _x0: list[Tensor] = field(default_factory=list, init=False, repr=False)
+
+    def __call__(self, step: SamplerStep) -> None:
+        if step.i == 0:
+            self._states, self._x0 = [step.x_t.cpu()], []
+        elif step.i != len(self._states) - 1:
+            raise ValueError(f"got step {step.i} after {len(self._states) - 1} recorded steps")
+        self._states.append(step.x_prev.cpu())
+        if self.record_x0:
+            self._x0.append(step.x0.cpu())
+
+    def trajectory(self) -> Tensor:
+        """``[S+1, B, ...]`` from ``x_T`` (index 0) to the returned sample (index ``S``)."""
+        if not self._states:
+            raise ValueError("nothing recorded: pass the recorder as a sampler's callback first")
+        return torch.stack(self._states)
+
+    def x0_estimates(self) -> Tensor:
+        """``[S, B, ...]``: the (clipped) ``x0`` estimate of each step."""
+        if not self.record_x0:
+            raise ValueError("x0 estimates were not recorded (record_x0=False)")
+        if not self._x0:
+            raise ValueError("nothing recorded: pass the recorder as a sampler's callback first")
+        return torch.stack(self._x0)

@@ -1,15 +1,15 @@
 """The one trainer: epsilon-prediction DDPM loss for every model in diffbench.
 
 ``L = E_{x0, t, eps} || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2`` (Ho et al. 2020, eq. 14),
-with Adam/AdamW, optional EMA of the weights, gradient clipping, batch-size LR rules, checkpoints every N epochs
-and bit-exact resume from the last checkpoint (model, optimiser, EMA and the data/noise generator are restored).
+with Adam/AdamW, optional EMA of the weights (with a warm-up, see :func:`ema_decay_at`), gradient clipping,
+batch-size LR rules, checkpoints every N epochs and bit-exact resume from the last checkpoint (model, optimiser,
+EMA and the data/noise generator are restored; the EMA step count follows from the epoch).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diffbench.data import Dataset
+from diffbench.io import atomic_torch_save
 from diffbench.schedules import NoiseSchedule
 
 # lr = base_lr * rule(batch_size / base_batch_size). "sqrt" follows Krizhevsky (2014) / Hoffer et al. (2017),
@@ -47,6 +48,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     ema_decay: float | None = None
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) at step n: see ema_decay_at
     grad_clip: float | None = 1.0
     checkpoint_every: int = 10
     label_dropout: float = 0.0
@@ -106,10 +108,31 @@ def _checkpoint_path(directory: Path, epoch: int) -> Path:
     return directory / f"epoch_{epoch:06d}.pt"
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
+    """The EMA decay used for the update after optimiser step ``step`` (0-based: 0 for the first update).
+
+    With warm-up ``d_n = min(d, (1 + n) / (10 + n))``: the ``num_updates`` rule of TensorFlow's
+    ``tf.train.ExponentialMovingAverage`` (its first update uses ``d_0 = 0.1``). The share of the random
+    initialisation left in the average after ``N`` updates is ``prod_{n<N} d_n``: ``d^N`` without warm-up
+    (0.999^100 = 0.90), and ``prod_{n<N} (1 + n) / (10 + n) = N! 9! / (N + 9)! = 1 / C(N + 9, 9)`` while the
+    warm-up term is below ``d``, i.e. for ``n < (10 d - 1) / (1 - d)`` (8990 steps at d = 0.999); that is
+    2.3e-13 after 100 steps. Past the warm-up the average is a fixed-``d`` EMA.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if not 0 < decay < 1:
+        raise ValueError(f"decay must be in (0, 1), got {decay}")
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
+def _update_ema(ema: dict[str, Tensor], state: dict[str, Tensor], decay: float) -> None:
+    """``ema <- d ema + (1 - d) theta`` for floating-point entries; integer buffers (counters) are copied."""
+    with torch.no_grad():
+        for key, value in state.items():
+            if value.is_floating_point():
+                ema[key].lerp_(value, 1 - decay)
+            else:
+                ema[key].copy_(value)
 
 
 def _eval_state(weights: dict[str, Tensor], ema: dict[str, Tensor] | None) -> dict[str, Tensor]:
@@ -212,12 +235,9 @@ def train(
             grad_norm_sum += float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
             opt.step()
             if ema is not None:
-                with torch.no_grad():
-                    for key, value in model.state_dict().items():
-                        if value.is_floating_point():
-                            ema[key].lerp_(value, 1 - config.ema_decay)  # ema <- d ema + (1 - d) theta
-                        else:
-                            ema[key].copy_(value)
+                # Every epoch has steps_per_epoch steps, so the step count after a resume follows from the epoch.
+                decay = ema_decay_at(epoch_index * steps_per_epoch + step, config.ema_decay, config.ema_warmup)
+                _update_ema(ema, model.state_dict(), decay)
             loss_sum += loss_value
         row = {
             "epoch": float(epoch),
@@ -232,8 +252,7 @@ def train(
         if epoch in save_epochs:
             checkpoints[epoch] = _eval_state(model.state_dict(), ema)
             if ckpt_dir is not None:
-                ckpt_dir.mkdir(parents=True, exist_ok=True)
-                _atomic_save(
+                atomic_torch_save(
                     {
                         "epoch": epoch,
                         "model": model.state_dict(),

@@ -15,10 +15,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffbench.cache import ENV_VAR, ArtifactCache, config_hash, default_cache_dir
+from diffbench import cache as cache_module
+from diffbench.cache import ENV_VAR, ArtifactCache, artifact_key, config_hash, default_cache_dir
 from diffbench.data import DataConfig
 from diffbench.experiments import RunSpec
 from diffbench.models import ModelConfig
+from diffbench.provenance import git_state
 from diffbench.schedules import ScheduleConfig
 from diffbench.training import TrainConfig
 
@@ -57,13 +59,14 @@ def test_config_hash_is_stable_across_processes():
     """Another interpreter, with another str-hash seed, computes the same key (RunSpec's parts, so the child
     need not import the metrics stack)."""
     code = textwrap.dedent("""
-        from diffbench.cache import config_hash
+        from diffbench.cache import artifact_key, config_hash
         from diffbench.data import DataConfig
         from diffbench.models import ModelConfig
         from diffbench.schedules import ScheduleConfig
         from diffbench.training import TrainConfig
-        print(config_hash((ModelConfig.of("mlp", hidden=16), DataConfig("gmm2d"), ScheduleConfig("cosine", 1000),
-                           TrainConfig(epochs=3, lr=3.16e-5, betas=(0.9, 0.99), ema_decay=0.999))))
+        spec = (ModelConfig.of("mlp", hidden=16), DataConfig("gmm2d"), ScheduleConfig("cosine", 1000),
+                TrainConfig(epochs=3, lr=3.16e-5, betas=(0.9, 0.99), ema_decay=0.999))
+        print(config_hash(spec), artifact_key("runs", spec, 3))
     """)
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -74,7 +77,8 @@ def test_config_hash_is_stable_across_processes():
         env=_subprocess_env(PYTHONHASHSEED="12345"),
         cwd=REPO,
     )
-    assert out.stdout.strip() == config_hash((SPEC.model, SPEC.data, SPEC.schedule, SPEC.train))
+    spec = (SPEC.model, SPEC.data, SPEC.schedule, SPEC.train)
+    assert out.stdout.split() == [config_hash(spec), artifact_key("runs", spec, 3)]
 
 
 @given(a=st.floats(allow_nan=False), b=st.integers(), c=st.text(max_size=5), other=st.data())
@@ -100,6 +104,27 @@ def test_config_hash_sees_nested_fields():
 def test_config_hash_rejects_unhashable_values():
     with pytest.raises(TypeError, match="object"):
         config_hash(Small(a=object()))  # type: ignore[arg-type]
+
+
+def test_artifact_key_hashes_kind_version_and_config():
+    key = artifact_key("runs", SPEC)
+    assert len(key) == 16 and key == artifact_key("runs", replace(SPEC), version=1)
+    assert artifact_key("runs", SPEC, version=2) != key  # a bumped recipe never reuses the old artifact
+    assert artifact_key("students", SPEC) != key
+    assert artifact_key("runs", replace(SPEC, train=replace(SPEC.train, seed=1))) != key
+    assert len({artifact_key("runs", SPEC, version=v) for v in range(1, 50)}) == 49
+
+
+@pytest.mark.parametrize("version", [0, -1, 1.0, "2", True, None], ids=repr)
+def test_artifact_key_rejects_bad_versions(version):
+    with pytest.raises(ValueError, match=f"version must be an int >= 1, got {version!r}"):
+        artifact_key("runs", SPEC, version)
+
+
+@pytest.mark.parametrize("kind", ["", "a/b", "../runs", "runs "], ids=repr)
+def test_artifact_key_rejects_kinds_that_are_not_plain_names(kind):
+    with pytest.raises(ValueError, match="kind must be"):
+        artifact_key(kind, SPEC)
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -131,7 +156,7 @@ def test_get_or_build_builds_once_and_reloads(tmp_path):
     _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
     _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
     assert _builds(counter) == 1
-    assert cache.path("runs", SPEC) == tmp_path / "cache" / "runs" / f"{config_hash(SPEC)}.pt"
+    assert cache.path("runs", SPEC) == tmp_path / "cache" / "runs" / f"{artifact_key('runs', SPEC)}.pt"
     _assert_value(torch.load(cache.path("runs", SPEC), weights_only=True))
 
 
@@ -147,6 +172,73 @@ def test_builder_gets_a_workdir_with_the_config(tmp_path):
     assert seen == [cache.workdir("runs", SPEC)] and seen[0].is_dir()
     saved = json.loads((seen[0] / "config.json").read_text())
     assert saved["__type__"] == "RunSpec" and saved["train"]["lr"] == repr(3.16e-5)
+
+
+def test_a_new_recipe_version_is_built_and_stored_apart(tmp_path):
+    cache, counter = ArtifactCache(tmp_path), tmp_path / "count"
+    v2 = {**VALUE, "epoch": 4}
+    _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    got = cache.get_or_build("runs", SPEC, _counting_builder(counter, v2), version=2)
+    assert got["epoch"] == 4 and _builds(counter) == 2
+    assert cache.path("runs", SPEC, version=2) != cache.path("runs", SPEC)
+    assert cache.workdir("runs", SPEC, version=2) != cache.workdir("runs", SPEC)
+    _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, v2)))  # version 1 is still there
+    assert _builds(counter) == 2
+
+
+# ---------------------------------------------------------------------------------------- provenance
+
+
+def test_provenance_round_trips_beside_the_entry(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    assert cache.provenance("runs", SPEC) is None
+    got = cache.get_or_build("runs", SPEC, lambda workdir: VALUE, version=3, device=torch.device("cpu"))
+    assert got.keys() == VALUE.keys()  # the stored object is exactly what the builder returned
+    assert torch.load(cache.path("runs", SPEC, version=3), weights_only=True).keys() == VALUE.keys()
+    record = cache.provenance("runs", SPEC, version=3)
+    key = artifact_key("runs", SPEC, 3)
+    assert record == json.loads((tmp_path / "runs" / f"{key}.json").read_text())
+    assert {"kind": "runs", "key": key, "version": 3, "device": "cpu"}.items() <= record.items()
+    assert record["git_sha"] == git_state()["git_sha"] and record["git_dirty"] == git_state()["git_dirty"]
+    assert record["torch"] == torch.__version__ and record["cuda"] == torch.version.cuda
+    assert record["host"] and record["time"] and record["build_seconds"] >= 0
+    assert cache.provenance("runs", SPEC) is None  # version 1 was never built
+
+
+def test_provenance_is_written_before_the_entry_is_published(tmp_path, monkeypatch):
+    cache, seen = ArtifactCache(tmp_path), []
+    real_save = cache_module.atomic_torch_save
+
+    def save(obj, path):
+        seen.append(cache.provenance("runs", SPEC))
+        return real_save(obj, path)
+
+    monkeypatch.setattr(cache_module, "atomic_torch_save", save)
+    cache.get_or_build("runs", SPEC, lambda workdir: VALUE)
+    assert seen and seen[0] is not None and seen[0]["key"] == artifact_key("runs", SPEC)
+
+
+def test_touched_lists_each_returned_artifact_once_and_resets(tmp_path):
+    other = replace(SPEC, train=replace(SPEC.train, seed=1))
+    builder = ArtifactCache(tmp_path)
+    builder.get_or_build("runs", SPEC, lambda workdir: VALUE, device="cpu")
+    builder.get_or_build("runs", SPEC, lambda workdir: VALUE)
+    assert [e["key"] for e in builder.touched] == [artifact_key("runs", SPEC)]
+
+    cache = ArtifactCache(tmp_path)  # another worker: loads SPEC, builds `other`
+    cache.get_or_build("runs", SPEC, lambda workdir: VALUE)
+    cache.get_or_build("runs", other, lambda workdir: VALUE, version=2)
+    cache.get_or_build("runs", SPEC, lambda workdir: VALUE)
+    loaded, built = cache.touched
+    assert loaded == builder.touched[0] == {**cache.provenance("runs", SPEC), "kind": "runs", "version": 1}
+    assert loaded["device"] == "cpu" and loaded["git_sha"] == git_state()["git_sha"]
+    assert built == cache.provenance("runs", other, version=2)
+    assert {"kind": "runs", "key": artifact_key("runs", other, 2), "version": 2}.items() <= built.items()
+    json.dumps(cache.touched)  # rows can carry them as they are
+    cache.reset_touched()
+    assert cache.touched == []
+    cache.get_or_build("runs", other, lambda workdir: VALUE, version=2)
+    assert cache.touched == [built]
 
 
 WORKER = textwrap.dedent("""

@@ -117,6 +117,7 @@ def test_report_merges_runs_and_their_arrays(runs, tmp_path, capsys):
     assert len(artifacts) == 4 and all((out / a).is_file() for a in artifacts)  # same names, both kept
     assert "bench_cfg.py::t[w7]" in (out / "report.md").read_text()  # failures merged too
     assert (out / "figures" / "batch_configs_samples.png").is_file()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # every write was published whole
 
 
 def test_report_bad_input_exits_2(runs, tmp_path, capsys):

@@ -15,7 +15,15 @@ def _scratch_cache(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
 FAMILY_MODULE = """
 import pytest
 
-pytestmark = pytest.mark.cfg
+from diffbench.metrics.registry import BOOKKEEPING, LOWER, NEITHER, QUALITY, TIMING, Metric, declare
+
+pytestmark = pytest.mark.metrics  # any discovered family's marker
+declare(
+    Metric("value", NEITHER, QUALITY, "a test value"),
+    Metric("worker", NEITHER, BOOKKEEPING, "which worker wrote the row"),
+    Metric("partial", NEITHER, QUALITY, "recorded before a failure"),
+    Metric("seconds", LOWER, TIMING, "a timing", tolerance="timing"),
+)
 
 @pytest.mark.parametrize("scale", [1, 2, 3, 4])
 def test_cell(scale, record):
@@ -29,6 +37,9 @@ def test_broken_cell(record):
 @pytest.mark.timing
 def test_timed(record):
     record("seconds", 0.5)
+
+def test_undeclared_metric(record):
+    record("never_declared_anywhere", 1.0)
 """
 
 
@@ -45,7 +56,8 @@ def _rows(run_dir) -> list[dict]:
 
 def test_rows_from_all_workers_are_merged_and_failures_listed(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "-n", "2")
-    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    result.assert_outcomes(passed=4, failed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*never_declared_anywhere*not declared*"])
     run_dir = (pytester.path / "reports" / "latest").resolve()
     rows = _rows(run_dir)
     values = sorted(r["value"] for r in rows if r["metric"] == "value")
@@ -56,9 +68,14 @@ def test_rows_from_all_workers_are_merged_and_failures_listed(pytester: pytest.P
     for row in rows:
         for key in ("family", "cell", "params", "metric", "value", "seed", "device", "profile", "run_id"):
             assert key in row
-        assert row["family"] == "cfg" and row["run_id"] == run_dir.name and row["profile"] == "smoke"
+        assert row["family"] == "metrics" and row["run_id"] == run_dir.name and row["profile"] == "smoke"
+        assert row["provenance"]["host"], "every row says which machine and code wrote it"
+    assert not any(r["metric"] == "never_declared_anywhere" for r in rows)
     failures = json.loads((run_dir / "failures.json").read_text())
-    assert [f["cell"] for f in failures] == ["test_family.py::test_broken_cell"]
+    assert sorted(f["cell"] for f in failures) == [
+        "test_family.py::test_broken_cell",
+        "test_family.py::test_undeclared_metric",
+    ]
     report = (run_dir / "report.md").read_text()
     assert "test_broken_cell" in report
     for name in ("summary.csv", "index.html"):
@@ -66,7 +83,7 @@ def test_rows_from_all_workers_are_merged_and_failures_listed(pytester: pytest.P
 
 
 def test_serial_timing_pass_joins_the_same_run(pytester: pytest.Pytester) -> None:
-    _run(pytester, "-n", "2").assert_outcomes(passed=4, failed=1, skipped=1)
+    _run(pytester, "-n", "2").assert_outcomes(passed=4, failed=2, skipped=1)
     first = (pytester.path / "reports" / "latest").resolve()
     _run(pytester, "-m", "timing", "-n", "0", "--run-id", "latest").assert_outcomes(passed=1)
     assert (pytester.path / "reports" / "latest").resolve() == first
@@ -74,7 +91,7 @@ def test_serial_timing_pass_joins_the_same_run(pytester: pytest.Pytester) -> Non
     assert any(r["metric"] == "seconds" for r in rows)
     assert sorted(r["value"] for r in rows if r["metric"] == "value") == [1.5, 3.0, 4.5, 6.0]
     failures = json.loads((first / "failures.json").read_text())
-    assert [f["cell"] for f in failures] == ["test_family.py::test_broken_cell"], "earlier failures are kept"
+    assert len(failures) == 2, "earlier failures are kept"
 
 
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
@@ -87,3 +104,10 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--run-id", "latest")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--run-id latest*does not exist*"])
+    # family options are discovered from the family modules and checked before anything runs
+    result = _run(pytester, "--size-factors", "1.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*size factor must be in (0, 1], got 1.5*"])
+    result = _run(pytester, "--size-range", "0.6-0.9", "--size-factors", "0.1,0.2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no size factor selected*"])

@@ -10,18 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffbench.report import (
-    FAMILY_SECTIONS,
-    batch_config_table,
-    build_report,
-    coefficient_of_variation,
-    compare_runs,
-    convergence_epoch,
-    format_table,
-    metric_direction,
-    rows_to_frame,
-)
-from diffbench.report.compare import verdict
+from diffbench.report.batch_configs import batch_config_table, coefficient_of_variation, convergence_epoch
+from diffbench.report.build import build_report, family_sections
+from diffbench.report.compare import compare_runs, format_table, metric_direction, metric_rule, verdict
+from diffbench.report.sections import rows_to_frame
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, RESULTS_FILE
 
 EPOCHS = [10, 20, 30, 40, 50]
@@ -228,8 +220,8 @@ def test_missing_sample_array_is_noted_not_fatal(tmp_path):
     assert (tmp_path / "figures/batch_configs_samples.png").is_file()
 
 
-def test_family_registry_and_empty_run(tmp_path):
-    assert "batch_configs" in FAMILY_SECTIONS
+def test_family_sections_come_from_discovery_and_empty_run(tmp_path):
+    assert {"batch_configs", "size_factors"} <= set(family_sections())
     report = build_report(tmp_path, rows=[], failures=[])
     assert "(no rows)" in report.read_text()
 
@@ -249,10 +241,42 @@ def test_verdict_rule():
     assert verdict(1.0, float("nan"), "lower", 0.1) == "regression"
 
 
-def test_metric_directions():
+def test_metric_directions_and_classes_come_from_the_registry():
     assert metric_direction("mmd_rbf") == "lower" and metric_direction("epoch_seconds") == "lower"
     assert metric_direction("modes_covered") == "higher"
     assert metric_direction("something_new") == "two-sided"
+    assert metric_direction("radius_mean") == "two-sided"  # declared "neither": closeness to 5, not a direction
+    # a timing is one-sided and loose whatever the default; parameters must not move; interval ends never fail
+    assert metric_rule("sampling_seconds_per_image", 0.1, {}) == ("lower", 1.0, "timing")
+    assert metric_rule("params", 0.1, {}) == ("two-sided", 0.0, "exact")
+    assert metric_rule("fid_ci_low", 0.1, {})[2] == "info"
+    assert metric_rule("wasserstein", 0.1, {"wass*": 0.3}) == ("lower", 0.3, "default")
+
+
+def _gate_row(metric, value):
+    return {"family": "f", "params": {}, "metric": metric, "value": value}
+
+
+def test_compare_gate_reads_the_registry():
+    base = [_gate_row("sampling_seconds_per_image", 1.0), _gate_row("params", 100), _gate_row("fid_ci_high", 9.0)]
+    # timings: 80% slower passes (one-sided at 1.0), 3x faster never fails; a changed parameter count fails;
+    # an interval end that moved a lot is shown but does not fail
+    slower = [_gate_row("sampling_seconds_per_image", 1.8), _gate_row("params", 100), _gate_row("fid_ci_high", 20.0)]
+    assert not compare_runs(base, slower).has_regression
+    faster = [_gate_row("sampling_seconds_per_image", 0.3), _gate_row("params", 100), _gate_row("fid_ci_high", 9.0)]
+    assert not compare_runs(base, faster).has_regression
+    much_slower = [
+        _gate_row("sampling_seconds_per_image", 2.5),
+        _gate_row("params", 100),
+        _gate_row("fid_ci_high", 9.0),
+    ]
+    assert [c.metric for c in compare_runs(base, much_slower).regressions] == ["sampling_seconds_per_image"]
+    other_model = [
+        _gate_row("sampling_seconds_per_image", 1.0),
+        _gate_row("params", 101),
+        _gate_row("fid_ci_high", 9.0),
+    ]
+    assert [c.metric for c in compare_runs(base, other_model).regressions] == ["params"]
 
 
 def test_compare_runs_matches_rows_and_lists_missing(tmp_path):
@@ -268,11 +292,10 @@ def test_compare_runs_matches_rows_and_lists_missing(tmp_path):
     assert text.splitlines()[2].startswith("REGRESSION") and "mode_balance" in text
 
 
-def test_a_failing_family_section_still_leaves_a_report(tmp_path, monkeypatch):
+def test_a_failing_family_section_still_leaves_a_report(tmp_path):
     def broken(df, run_dir):
         raise RuntimeError("plot exploded")
 
     make_run(tmp_path)
-    monkeypatch.setitem(FAMILY_SECTIONS, "batch_configs", broken)
-    md = build_report(tmp_path).read_text()
+    md = build_report(tmp_path, sections={**family_sections(), "batch_configs": broken}).read_text()
     assert "RuntimeError: plot exploded" in md and "### All metrics" in md

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffbench.report import build_report, rows_to_frame
+from diffbench.report.build import build_report
 from diffbench.report.figures import spaced_ticks, tile_images
+from diffbench.report.sections import rows_to_frame
 from diffbench.report.size_factors import (
     distillation_note,
     efficiency_table,

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
 from diffbench.cache import ArtifactCache
 from diffbench.data import DataConfig, Dataset, load_dataset
 from diffbench.experiments import RunSpec, model_at, train_cached
 from diffbench.models import ModelConfig
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
-from diffbench.training import NonFiniteLossError, TrainConfig, scaled_lr, train
+from diffbench.training import NonFiniteLossError, TrainConfig, ema_decay_at, scaled_lr, train
 
 MODEL = ModelConfig.of("mlp", hidden=16)
 SCHEDULE = NoiseSchedule.linear(1000)
@@ -126,8 +128,11 @@ def test_checkpoint_epochs(epochs, every):
 # ---------------------------------------------------------------------------------------------- train
 
 
-def test_resume_after_interruption_is_bit_identical(gmm512, tmp_path):
-    ref_model, ref = _run(gmm512)
+# EMA off; a warm-up that ends within the first epoch (d = 0.5 from step 8); one that lasts the whole run.
+@pytest.mark.parametrize("ema_decay", [None, 0.5, 0.99], ids=lambda d: f"ema={d}")
+def test_resume_after_interruption_is_bit_identical(gmm512, tmp_path, ema_decay):
+    config = replace(SMALL, ema_decay=ema_decay)
+    ref_model, ref = _run(gmm512, config)
 
     class Killed(Exception):
         pass
@@ -137,10 +142,10 @@ def test_resume_after_interruption_is_bit_identical(gmm512, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        _run(gmm512, checkpoint_dir=tmp_path, on_epoch_end=kill_at_3)
+        _run(gmm512, config, checkpoint_dir=tmp_path, on_epoch_end=kill_at_3)
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_000002.pt"]
 
-    model, result = _run(gmm512, checkpoint_dir=tmp_path)
+    model, result = _run(gmm512, config, checkpoint_dir=tmp_path)
     _assert_same_state(model.state_dict(), ref_model.state_dict())
     assert _without_timing(result.history) == _without_timing(ref.history)
     assert result.checkpoints.keys() == ref.checkpoints.keys() == {2, 4}
@@ -152,7 +157,7 @@ def test_resume_after_interruption_is_bit_identical(gmm512, tmp_path):
     assert _without_timing(logged) == _without_timing(ref.history)
 
     # a finished run is not trained again: a fresh model picks up the final weights
-    again_model, again = _run(gmm512, checkpoint_dir=tmp_path)
+    again_model, again = _run(gmm512, config, checkpoint_dir=tmp_path)
     _assert_same_state(again_model.state_dict(), ref_model.state_dict())
     assert _without_timing(again.history) == _without_timing(ref.history)
 
@@ -215,16 +220,84 @@ def test_ema_checkpoints_hold_ema_weights(gmm512, tmp_path):
 
 
 def test_ema_decay_limits(gmm512):
-    """ema <- d ema + (1 - d) theta: d -> 0 tracks the raw weights, d -> 1 stays at the initial weights."""
+    """ema <- d ema + (1 - d) theta: d -> 0 tracks the raw weights, d -> 1 (without warm-up) stays at the
+    initial weights."""
     base = dict(epochs=2, batch_size=64, lr=1e-2, checkpoint_every=2)
     model, fast = _run(gmm512, TrainConfig(**base, ema_decay=1e-9))
     for k, v in model.state_dict().items():
         torch.testing.assert_close(fast.checkpoints[2][k], v, rtol=1e-6, atol=1e-6)
     initial = MODEL.build(seed=0).state_dict()
-    model, slow = _run(gmm512, TrainConfig(**base, ema_decay=1 - 1e-9))
+    model, slow = _run(gmm512, TrainConfig(**base, ema_decay=1 - 1e-9, ema_warmup=False))
     for k, v in initial.items():
         torch.testing.assert_close(slow.checkpoints[2][k], v, rtol=1e-5, atol=1e-6)
         assert not torch.equal(model.state_dict()[k], v)
+
+
+# ------------------------------------------------------------------------------------------ EMA warm-up
+
+
+def _initial_share(decays: list[float]) -> float:
+    """Weight of the initial parameters in the EMA after updates with these decays: prod_k d_k."""
+    return math.prod(decays)
+
+
+def test_ema_decay_at_follows_the_warm_up_rule():
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)  # d_0 = 1 / 10
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert ema_decay_at(10**6, 0.999) == 0.999
+    assert all(ema_decay_at(n, 0.999, warmup=False) == 0.999 for n in (0, 1, 10**6))
+    # the warm-up ends at the first n with (1 + n) / (10 + n) >= d, i.e. n >= (10 d - 1) / (1 - d)
+    d = 0.75
+    end = math.ceil((10 * d - 1) / (1 - d))
+    assert ema_decay_at(end - 1, d) < d == ema_decay_at(end, d)
+    decays = [ema_decay_at(n, 0.5) for n in range(40)]
+    assert decays == sorted(decays) and max(decays) == 0.5
+
+
+@pytest.mark.parametrize("steps", [1, 2, 10, 100, 1000])
+def test_warm_up_share_has_a_closed_form(steps):
+    """While (1 + n) / (10 + n) < d: prod_{n<N} (1 + n) / (10 + n) = N! 9! / (N + 9)! = 1 / C(N + 9, 9)."""
+    share = _initial_share([ema_decay_at(n, 0.9999) for n in range(steps)])
+    assert share == pytest.approx(1 / math.comb(steps + 9, 9), rel=1e-9)
+
+
+@pytest.mark.parametrize("kwargs", [{"step": -1, "decay": 0.9}, {"step": 0, "decay": 1.0}, {"step": 0, "decay": 0.0}])
+def test_ema_decay_at_rejects_bad_values(kwargs):
+    bad = "step" if kwargs["step"] < 0 else "decay"
+    with pytest.raises(ValueError, match=f"{bad} must be .*got {kwargs[bad]}"):
+        ema_decay_at(**kwargs)
+
+
+class _Scalar(nn.Module):
+    """One float64 weight ``w``, 1 at initialisation; the model is never evaluated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones((), dtype=torch.float64))
+
+
+def _jump_to_zero(model: nn.Module, x_t, t, noise, cond) -> torch.Tensor:
+    """Set ``w`` to 0 and return a loss with zero gradient, so every optimiser step leaves ``w = 0``: the EMA of
+    ``w`` after N steps is then exactly the initial weight's share ``prod_k d_k``."""
+    with torch.no_grad():
+        model.w.zero_()
+    return (model.w * 0).sum()
+
+
+@pytest.mark.parametrize("warmup", [True, False], ids=["warmup", "fixed"])
+def test_trainer_ema_keeps_the_closed_form_share_of_the_initial_weights(gmm512, warmup):
+    """400 points in batches of 8: 50 steps per epoch, checkpoints after 50 and 100 steps."""
+    data = Dataset("gmm2d", "train", gmm512.x[:400], gmm512.y[:400], gmm512.num_classes)
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-3, checkpoint_every=1, ema_decay=0.999, ema_warmup=warmup)
+    result = train(_Scalar(), SCHEDULE, data, config, loss_fn=_jump_to_zero, progress=False)
+    for epoch, steps in ((1, 50), (2, 100)):
+        expected = _initial_share([ema_decay_at(n, 0.999, warmup) for n in range(steps)])
+        assert result.checkpoints[epoch]["w"].item() == pytest.approx(expected, rel=1e-12)
+    share = result.checkpoints[2]["w"].item()
+    if warmup:
+        assert share < 0.01 and share == pytest.approx(1 / math.comb(109, 9), rel=1e-12)
+    else:
+        assert share == pytest.approx(0.999**100, rel=1e-12) and share > 0.9
 
 
 def test_train_cached_trains_once_and_model_at_loads_checkpoints(tmp_path):

@@ -27,7 +27,7 @@ from diffbench.metrics.trajectory import (
     trajectory_mse,
 )
 from diffbench.models import UNet
-from diffbench.sampling import ddim_sample, sample_generators
+from diffbench.sampling import TrajectoryRecorder, ddim_sample, randn, sample_generators, uniform_timesteps
 from diffbench.schedules import NoiseSchedule
 
 
@@ -224,8 +224,11 @@ def test_ddim_trajectories_are_bit_identical_with_per_sample_generators(eta):
     shape, y = (3, 1, 16, 16), {"y": torch.tensor([0, 1, 3])}
 
     def run() -> torch.Tensor:
-        return ddim_sample(model, schedule, shape, 5, eta=eta, generator=sample_generators(11, 3), cond=y,
-                           return_trajectory=True)  # fmt: skip
+        generators, recorder = sample_generators(11, 3), TrajectoryRecorder()
+        x_T = randn(shape, generators, "cpu")
+        ddim_sample(model, x_T, uniform_timesteps(schedule.num_steps, 5), schedule, eta=eta, generator=generators,
+                    cond=y, callback=recorder)  # fmt: skip
+        return recorder.trajectory()
 
     a, b = run(), run()
     assert a.shape == (6, *shape)

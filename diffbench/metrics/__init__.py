@@ -1,74 +1,52 @@
 """Metrics: distribution distances, sample statistics and GMM mode coverage (``distribution``); trajectory
-comparisons and the teacher's PCA frame (``trajectory``); FID / KID on Inception or domain features (``fid``)."""
+comparisons and the teacher's PCA frame (``trajectory``); FID / KID on Inception or domain features (``fid``).
 
-from diffbench.metrics.distribution import (
-    ModeStats,
-    mmd_linear,
-    mmd_rbf,
-    mode_coverage,
-    noise_prediction_loss,
-    sample_stats,
-    sliced_wasserstein,
-    wasserstein,
-)
-from diffbench.metrics.fid import (
-    DomainFeatures,
-    FIDResult,
-    FIDSampleSizeWarning,
-    FIDWeightsUnavailable,
-    InceptionFeatures,
-    domain_features,
-    fid,
-    frechet_distance,
-    kid,
-)
-from diffbench.metrics.trajectory import (
-    HIGHER_IS_BETTER,
-    TeacherFrame,
-    compare_trajectories,
-    directional_consistency,
-    endpoint_distance,
-    endpoint_wasserstein,
-    explained_variance_curve,
-    normalize_for_radar,
-    path_length,
-    path_length_similarity,
-    stepwise_cosine,
-    stepwise_distance,
-    stepwise_wasserstein,
-    trajectory_mse,
-)
+Names are resolved lazily (PEP 562): ``import diffbench.metrics.registry`` must not import torch, SciPy or the FID
+stack, so ``diffbench compare`` and ten xdist workers pay only for what they use.
+"""
 
-__all__ = [
-    "HIGHER_IS_BETTER",
-    "TeacherFrame",
-    "compare_trajectories",
-    "directional_consistency",
-    "endpoint_distance",
-    "endpoint_wasserstein",
-    "explained_variance_curve",
-    "normalize_for_radar",
-    "path_length",
-    "path_length_similarity",
-    "stepwise_cosine",
-    "stepwise_distance",
-    "stepwise_wasserstein",
-    "trajectory_mse",
-    "ModeStats",
-    "mmd_linear",
-    "mmd_rbf",
-    "mode_coverage",
-    "noise_prediction_loss",
-    "sample_stats",
-    "sliced_wasserstein",
-    "wasserstein",
-    "DomainFeatures",
-    "FIDResult",
-    "FIDSampleSizeWarning",
-    "FIDWeightsUnavailable",
-    "InceptionFeatures",
-    "domain_features",
-    "fid",
-    "frechet_distance",
-    "kid",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "DomainFeatures": "fid",
+    "FIDResult": "fid",
+    "FIDSampleSizeWarning": "fid",
+    "FIDWeightsUnavailable": "fid",
+    "HIGHER_IS_BETTER": "trajectory",
+    "InceptionFeatures": "fid",
+    "ModeStats": "distribution",
+    "TeacherFrame": "trajectory",
+    "compare_trajectories": "trajectory",
+    "directional_consistency": "trajectory",
+    "domain_features": "fid",
+    "endpoint_distance": "trajectory",
+    "endpoint_wasserstein": "trajectory",
+    "explained_variance_curve": "trajectory",
+    "fid": "fid",
+    "frechet_distance": "fid",
+    "kid": "fid",
+    "mmd_linear": "distribution",
+    "mmd_rbf": "distribution",
+    "mode_coverage": "distribution",
+    "noise_prediction_loss": "distribution",
+    "normalize_for_radar": "trajectory",
+    "path_length": "trajectory",
+    "path_length_similarity": "trajectory",
+    "sample_stats": "distribution",
+    "sliced_wasserstein": "distribution",
+    "stepwise_cosine": "trajectory",
+    "stepwise_distance": "trajectory",
+    "stepwise_wasserstein": "trajectory",
+    "trajectory_mse": "trajectory",
+    "wasserstein": "distribution",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'diffbench.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"diffbench.metrics.{_EXPORTS[name]}"), name)

@@ -5,15 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor, nn
 
+from diffbench.metrics.registry import HIGHER, LOWER, NEITHER, QUALITY, Metric, declare
 from diffbench.models import device_of
 from diffbench.schedules import NoiseSchedule
 
 # Exact OT is O(n^3); above this many points per set the sliced distance is used instead.
 EXACT_W2_MAX_POINTS = 2000
+
+declare(
+    Metric("mmd_rbf", LOWER, QUALITY, "MMD^2 (unbiased) with an RBF kernel at the median-heuristic bandwidth", True),
+    Metric("mmd_linear", LOWER, QUALITY, "unbiased MMD^2, linear kernel: squared distance of the means", True),
+    Metric("wasserstein", LOWER, QUALITY, "W2 between samples and held-out data (exact OT, sliced above 2000)", True),
+    Metric("test_loss", LOWER, QUALITY, "held-out noise-prediction MSE E|eps - eps_theta(x_t, t)|^2", True),
+    Metric("sample_std", NEITHER, QUALITY, "standard deviation of all sample coordinates", True),
+    Metric("sample_range", NEITHER, QUALITY, "max - min over all sample coordinates", True),
+    Metric("radius_mean", NEITHER, QUALITY, "mean distance of 2-D samples from the origin (GMM ring: 5)"),
+    Metric("radius_std", NEITHER, QUALITY, "spread of the 2-D samples' distance from the origin", True),
+    Metric("modes_covered", HIGHER, QUALITY, "GMM components holding >= 10% of their share of good samples"),
+    Metric("high_quality_fraction", HIGHER, QUALITY, "share of samples within 3 std of a GMM mean"),
+    Metric("mode_balance", HIGHER, QUALITY, "normalised entropy of the good samples' mode histogram (1 = even)"),
+)
 
 
 def _flat(x: Tensor, name: str) -> Tensor:
@@ -88,6 +102,8 @@ def wasserstein(
     if max(len(x), len(y)) <= exact_max_points:
         cost = torch.cdist(x, y).square().numpy()
         a, b = np.full(len(x), 1 / len(x)), np.full(len(y), 1 / len(y))
+        import ot  # POT pulls in SciPy: imported by the cells that need exact OT, not by every worker
+
         return float(np.sqrt(max(ot.emd2(a, b, cost, numItermax=10_000_000), 0.0)))
     return sliced_wasserstein(x, y, num_projections=num_projections, generator=generator)
 

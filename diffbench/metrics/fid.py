@@ -24,6 +24,7 @@ from torch import Tensor
 from diffbench.cache import ArtifactCache
 from diffbench.data import DataConfig, load_dataset
 from diffbench.inception import FIDWeightsUnavailable, load_fid_inception
+from diffbench.metrics.registry import BOOKKEEPING, HIGHER, LOWER, NEITHER, QUALITY, Metric, declare
 from diffbench.models import ModelConfig, device_of
 from diffbench.models.classifier import NoisyClassifier, accuracy, train_classifier
 
@@ -31,6 +32,16 @@ from diffbench.models.classifier import NoisyClassifier, accuracy, train_classif
 RANGE_TOLERANCE = 1e-2
 # KID needs real features, not just their moments; subsets of <= 1,000 need no more rows than this.
 KID_MAX_REAL = 10_000
+
+
+declare(
+    Metric("fid", LOWER, QUALITY, "Frechet distance of feature Gaussians at this n_gen and n_real (biased in n)"),
+    Metric("fid_ci_low", NEITHER, BOOKKEEPING, "2.5% end of the FID bootstrap interval", tolerance="info"),
+    Metric("fid_ci_high", NEITHER, BOOKKEEPING, "97.5% end of the FID bootstrap interval", tolerance="info"),
+    Metric("kid", LOWER, QUALITY, "unbiased MMD^2 with the cubic polynomial kernel, mean over subsets"),
+    Metric("kid_std", NEITHER, BOOKKEEPING, "spread of KID over its subsets", tolerance="info"),
+    Metric("classifier_accuracy", HIGHER, QUALITY, "held-out accuracy of the domain-feature classifier"),
+)
 
 
 class FIDSampleSizeWarning(UserWarning):
@@ -187,6 +198,11 @@ class DomainFeatures:
         return self.classifier.features(images.to(device_of(self.classifier), torch.float32)).float().cpu()
 
 
+# Recipe versions of the two cached builders below (bump when a builder's output changes for the same key).
+DOMAIN_CLASSIFIER_RECIPE_VERSION = 1
+REAL_STATS_RECIPE_VERSION = 1
+
+
 @dataclass(frozen=True)
 class DomainClassifierConfig:
     """The artifact key of a domain-feature classifier: data, architecture and training."""
@@ -239,7 +255,13 @@ def domain_features(
         state = {k: v.detach().cpu() for k, v in classifier.state_dict().items()}
         return {"state_dict": state, "accuracy": held_out, "history": history}
 
-    artifact = build() if cache is None else cache.get_or_build("domain_classifier", config, build)
+    artifact = (
+        build()
+        if cache is None
+        else cache.get_or_build(
+            "domain_classifier", config, build, version=DOMAIN_CLASSIFIER_RECIPE_VERSION, device=device
+        )
+    )
     classifier = model.build()
     classifier.load_state_dict(artifact["state_dict"])
     return DomainFeatures(classifier.to(device), accuracy=float(artifact["accuracy"]))
@@ -355,7 +377,11 @@ def real_statistics(
         }
 
     key = RealStatsKey(data, split, extractor.name, n)
-    stats = build() if cache is None else cache.get_or_build("fid_real_stats", key, build)
+    stats = (
+        build()
+        if cache is None
+        else cache.get_or_build("fid_real_stats", key, build, version=REAL_STATS_RECIPE_VERSION)
+    )
     return RealStats(
         mu=stats["mu"],
         sigma=stats["sigma"],

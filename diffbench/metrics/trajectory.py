@@ -15,18 +15,32 @@ import torch
 from torch import Tensor
 
 from diffbench.metrics.distribution import wasserstein
+from diffbench.metrics.registry import ARRAY, HIGHER, LOWER, NEITHER, QUALITY, Metric, declare
 
-# Which scalar of ``compare_trajectories`` is better when higher; also the default for ``normalize_for_radar``.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "path_length_similarity": True,
-    "trajectory_mse": False,
-    "directional_consistency": True,
-    "cosine_similarity": True,
-    "euclidean_distance": False,
-    "endpoint_distance": False,
-    "wasserstein_endpoint": False,
-    "wasserstein_stepwise": False,
-}
+_COMPARISONS = (
+    Metric("path_length_similarity", HIGHER, QUALITY, "mean min/max ratio of per-sample path lengths, in [0, 1]"),
+    Metric("trajectory_mse", LOWER, QUALITY, "mean squared difference of the two trajectories over steps", True),
+    Metric("directional_consistency", HIGHER, QUALITY, "mean cosine of consecutive step vectors (straightness)"),
+    Metric("cosine_similarity", HIGHER, QUALITY, "per-step cosine of the two positions, averaged over steps"),
+    Metric("euclidean_distance", LOWER, QUALITY, "per-step distance of the two positions, averaged over steps"),
+    Metric("endpoint_distance", LOWER, QUALITY, "mean distance between the two final samples"),
+    Metric("wasserstein_endpoint", LOWER, QUALITY, "W2 between the two sets of final samples"),
+    Metric("wasserstein_stepwise", LOWER, QUALITY, "W2 between the two sets of points, averaged over steps"),
+)
+declare(
+    *_COMPARISONS,
+    *(
+        Metric(f"radar_{m.name}", HIGHER, QUALITY, f"{m.name} mapped to [0, 1], 1 best (normalize_for_radar)")
+        for m in _COMPARISONS
+    ),
+    Metric("stepwise_cosine", HIGHER, QUALITY, "cosine of the two positions at one step (series over steps)"),
+    Metric("stepwise_distance", LOWER, QUALITY, "distance of the two positions at one step (series over steps)"),
+    Metric("stepwise_wasserstein", LOWER, QUALITY, "W2 of the two point sets at one step (series over steps)"),
+    Metric("explained_variance", NEITHER, QUALITY, "cumulative PCA variance share of k components (series in k)"),
+    Metric("trajectory_pca", NEITHER, ARRAY, "trajectories projected into the teacher's PCA frame (array)"),
+)
+# Which scalar of ``compare_trajectories`` is better when higher; the default for ``normalize_for_radar``.
+HIGHER_IS_BETTER: dict[str, bool] = {m.name: m.direction == HIGHER for m in _COMPARISONS}
 
 
 def _flat(traj: Tensor, name: str = "traj", min_points: int = 1) -> Tensor:

@@ -6,9 +6,16 @@ scalars) are ignored, and repeated rows of one key on one side (several seeds) a
 The rule (one place, :func:`verdict`): with ``b`` the baseline value, ``c`` the current one and ``tol`` the
 metric's relative tolerance, the allowed change is ``tol * max(|b|, abs_floor)`` — relative to the baseline,
 but never smaller than ``tol * abs_floor``, so a baseline near 0 (an MMD of 1e-6) does not turn noise into a
-regression. A metric whose worse direction is known (``METRIC_DIRECTIONS``) regresses when it moves that way by
-more than the allowed change, and improves when it moves the other way by more than it. A metric with no known
-direction is two-sided: any move beyond the allowed change is "changed", which counts as a regression.
+regression. Direction and tolerance class come from the metric registry (:mod:`diffbench.metrics.registry`):
+
+- a metric with a better direction regresses when it moves the other way by more than the allowed change, and
+  improves when it moves its better way by more than it; one declared ``neither`` (or undeclared, e.g. in an old
+  baseline) is two-sided: any move beyond the allowed change is "changed", which fails;
+- class ``default`` uses the run's ``tolerance``; ``timing`` is one-sided at ``TIMING_TOLERANCE`` (machines
+  differ: a timing never fails two-sided); ``exact`` allows no change (a parameter count that moves is another
+  model); ``info`` is shown and never fails (interval ends move with their estimate).
+
+``tolerances`` (``--metric-tolerance``) override the tolerance of matching metrics in any class.
 A value that turns non-finite (null in the row) is a regression; one that becomes finite is an improvement.
 """
 
@@ -17,7 +24,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,45 +31,13 @@ from pathlib import Path
 
 import pandas as pd
 
-LOWER, HIGHER, TWO_SIDED = "lower", "higher", "two-sided"
+from diffbench.io import atomic_write_text
+from diffbench.metrics import registry
+from diffbench.metrics.registry import HIGHER, LOWER
+
+TWO_SIDED = "two-sided"
 DEFAULT_TOLERANCE = 0.1
 ABS_FLOOR = 1e-3
-
-# Which way is better, per metric name; keys may be fnmatch patterns (tried after exact names).
-METRIC_DIRECTIONS: dict[str, str] = {
-    # distribution distances and losses
-    "mmd_rbf": LOWER,
-    "mmd_linear": LOWER,
-    "wasserstein": LOWER,
-    "test_loss": LOWER,
-    "train_loss": LOWER,
-    "fid": LOWER,
-    "fid_*": LOWER,
-    "*_fid": LOWER,
-    "kid": LOWER,
-    "eps_mse": LOWER,
-    "mse*": LOWER,
-    # trajectories: distance from the teacher
-    "trajectory_mse": LOWER,
-    "endpoint_distance": LOWER,
-    "euclidean_distance": LOWER,
-    "wasserstein_*": LOWER,
-    "discretization_error": LOWER,
-    # cost
-    "*_seconds": LOWER,
-    "latency*": LOWER,
-    # quality and agreement
-    "modes_covered": HIGHER,
-    "high_quality_fraction": HIGHER,
-    "mode_balance": HIGHER,
-    "accuracy": HIGHER,
-    "*_accuracy": HIGHER,
-    "directional_consistency": HIGHER,
-    "cosine_similarity": HIGHER,
-    "path_length_similarity": HIGHER,
-    "distribution_similarity": HIGHER,
-    "efficiency": HIGHER,
-}
 
 Key = tuple[str, str, str]  # (family, params as sorted JSON, metric)
 
@@ -79,8 +53,24 @@ def _lookup(table: Mapping[str, object], metric: str) -> object | None:
 
 
 def metric_direction(metric: str) -> str:
-    """``"lower"`` or ``"higher"`` (is better) from ``METRIC_DIRECTIONS``; ``"two-sided"`` when unknown."""
-    return str(_lookup(METRIC_DIRECTIONS, metric) or TWO_SIDED)
+    """``"lower"`` or ``"higher"`` (is better) as declared; ``"two-sided"`` for ``neither`` or undeclared."""
+    declared = registry.find(metric)
+    return declared.direction if declared is not None and declared.direction in (LOWER, HIGHER) else TWO_SIDED
+
+
+def tolerance_class(metric: str) -> str:
+    """The registry's tolerance class of ``metric`` (``default`` when undeclared)."""
+    declared = registry.find(metric)
+    return declared.tolerance if declared is not None else "default"
+
+
+def metric_rule(metric: str, default: float, overrides: Mapping[str, float]) -> tuple[str, float, str]:
+    """``(direction, tolerance, class)`` the gate applies to ``metric`` (see the module docstring)."""
+    cls = tolerance_class(metric)
+    direction = metric_direction(metric)
+    tolerance = {"timing": registry.TIMING_TOLERANCE, "exact": 0.0}.get(cls, default)
+    override = _lookup(overrides, metric)
+    return direction, tolerance if override is None else float(override), cls
 
 
 def verdict(baseline: float, current: float, direction: str, tolerance: float, abs_floor: float = ABS_FLOOR) -> str:
@@ -117,10 +107,11 @@ class Comparison:
     delta: float  # current - baseline
     rel_delta: float  # delta / |baseline| (inf/NaN when the baseline is 0)
     verdict: str
+    tolerance_class: str = "default"
 
     @property
     def failed(self) -> bool:
-        return self.verdict in FAILING_VERDICTS
+        return self.verdict in FAILING_VERDICTS and self.tolerance_class != "info"
 
 
 @dataclass
@@ -182,14 +173,12 @@ def compare_runs(
     for key in sorted(base.keys() & cur.keys()):
         family, params, metric = key
         b, c = base[key], cur[key]
-        override = _lookup(tolerances, metric)
-        tol = tolerance if override is None else float(override)
-        direction = metric_direction(metric)
+        direction, tol, cls = metric_rule(metric, tolerance, tolerances)
         delta = c - b
         rel = delta / abs(b) if b != 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
         comparisons.append(
             Comparison(
-                family, params, metric, direction, tol, b, c, delta, rel, verdict(b, c, direction, tol, abs_floor)
+                family, params, metric, direction, tol, b, c, delta, rel, verdict(b, c, direction, tol, abs_floor), cls
             )
         )
     return CompareResult(
@@ -256,25 +245,21 @@ def format_table(result: CompareResult) -> str:
     return "\n".join(text)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_compare_report(result: CompareResult, out_dir: Path) -> Path:
     """Write ``compare.md`` (verdict, rule, failing metrics, full table, missing keys) and ``compare.csv`` (one
     line per comparison) into ``out_dir``; returns the path of compare.md."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out_dir / "compare.csv", result.to_frame().to_csv(index=False))
+    atomic_write_text(out_dir / "compare.csv", result.to_frame().to_csv(index=False))
     status = "REGRESSION" if result.has_regression else "OK"
     md = [
         f"# diffbench compare: {status}",
         "",
         f"{len(result.comparisons)} metrics compared, {len(result.regressions)} failing. Rule: a metric fails "
         f"when it moves in its worse direction by more than `tol * max(|baseline|, {result.abs_floor:g})` "
-        f"(default tol {result.tolerance:g}); metrics with no known direction fail on a move either way.",
+        f"(default tol {result.tolerance:g}); directions and tolerance classes from the metric registry: timing "
+        f"one-sided at {registry.TIMING_TOLERANCE:g}, exact allows no change, info never fails; metrics with no "
+        "direction fail on a move either way.",
         "",
         "```",
         format_table(result),
@@ -283,5 +268,5 @@ def write_compare_report(result: CompareResult, out_dir: Path) -> Path:
         "Numbers: [compare.csv](compare.csv).",
     ]
     path = out_dir / "compare.md"
-    _write_text(path, "\n".join(md) + "\n")
+    atomic_write_text(path, "\n".join(md) + "\n")
     return path

@@ -8,7 +8,6 @@ Every figure is saved with :func:`save_figure`, which also writes the table the 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,23 +18,21 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from diffbench.io import atomic_path
+
 FIGURES_DIR = "figures"
 DPI = 110
 
 
 def save_figure(fig: Figure, run_dir: Path, name: str, data: pd.DataFrame) -> str:
-    """Write ``fig`` to ``run_dir/figures/<name>.png`` and ``data`` to ``figures/<name>.csv`` (each written to a
-    temporary file and renamed, so a crash leaves no half-written file) and return the PNG
-    path relative to ``run_dir`` (what the report links to)."""
+    """Write ``fig`` to ``run_dir/figures/<name>.png`` and ``data`` to ``figures/<name>.csv`` (each atomically, so
+    a crash leaves no half-written file) and return the PNG path relative to ``run_dir`` (what the report links
+    to)."""
     out_dir = Path(run_dir) / FIGURES_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png, csv = out_dir / f"{name}.png", out_dir / f"{name}.csv"
-    tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, dpi=DPI, format="png")
-    os.replace(tmp, png)
-    tmp = csv.with_name(f".{csv.name}.{os.getpid()}.tmp")
-    data.to_csv(tmp, index=False)
-    os.replace(tmp, csv)
+    with atomic_path(out_dir / f"{name}.png") as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    with atomic_path(out_dir / f"{name}.csv") as tmp:
+        data.to_csv(tmp, index=False)
     return f"{FIGURES_DIR}/{name}.png"
 
 

@@ -2,13 +2,13 @@
 prediction, dimensionality, sample quality and efficiency, for students distilled from the teacher (``distill``)
 and students trained on the data (``data``).
 
-Rows come from ``benchmarks/bench_size_factors.py``. Every model row has ``param.model`` (``teacher`` or
+Rows come from :mod:`diffbench.families.size_factors`. Every model row has ``param.model`` (``teacher`` or
 ``<mode>-s<size>``), ``param.mode``, ``param.size_factor`` and ``param.band``; series rows add ``param.t``
 (``eps_mse``), ``param.step`` (``stepwise_*``) or ``param.k`` (``explained_variance``); ``trajectory_pca`` and
 ``samples`` rows point at ``.npy`` arrays. Timing rows (``sampling_seconds_per_image``) have a size but no mode:
 they are joined to every model of that size (the timing cell measures the architecture, not the weights).
 
-The functions that shape rows are pure (frame in, frame or text out); :func:`size_factors_sections` loads the
+The functions that shape rows are pure (frame in, frame or text out); :func:`sections` loads the
 arrays and saves the figures. Every figure is skipped with a note when its rows are absent.
 """
 
@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from diffbench.metrics import registry
 from diffbench.report import figures
-from diffbench.report.build import PARAM_PREFIX, FigureRef, Note, Section, Table
+from diffbench.report.sections import PARAM_PREFIX, FigureRef, Note, Section, Table
 from diffbench.results import safe_name
 
 TEACHER = "teacher"
@@ -36,12 +37,11 @@ STEPWISE_METRICS = ("stepwise_cosine", "stepwise_distance", "stepwise_wasserstei
 RADAR_PREFIX = "radar_"
 TRAJECTORY_MSE = "trajectory_mse"
 TIMING_METRIC = "sampling_seconds_per_image"
-# Scalars that describe a model or an interval, not a quantity to plot against size.
-NOT_VS_SIZE = ("params", "param_ratio", "fid_ci_low", "fid_ci_high", TIMING_METRIC)
-QUALITY_METRICS = ("eps_mse_mean", "fid", "kid")  # plotted after the trajectory metrics, in this order
+# The efficiency table's columns, in reading order (a layout: what each metric means is in the registry).
 EFFICIENCY_METRICS = (
     "params",
     "param_ratio",
+    "flops_per_image",
     TRAJECTORY_MSE,
     "eps_mse_mean",
     "fid",
@@ -131,27 +131,26 @@ def series_frame(rows: pd.DataFrame, metrics: Sequence[str], x: str) -> pd.DataF
 
 
 def vs_size_metrics(table: pd.DataFrame) -> list[str]:
-    """The scalar metrics to plot against size: everything a student recorded except bookkeeping
-    (:data:`NOT_VS_SIZE`) and the radar forms; trajectory metrics by name, then eps_mse_mean, fid, kid."""
+    """The scalar metrics to plot against size: every declared quality metric a student recorded, except the
+    radar forms (drawn as radars), in declaration order (trajectory comparisons, FID/KID, eps error)."""
     student_values = students(table)
-    names = [
+    recorded = {
         c
         for c in table.columns
-        if c not in MODEL_COLUMNS
-        and c not in NOT_VS_SIZE
-        and not c.startswith(RADAR_PREFIX)
-        and student_values[c].notna().any()
-    ]
-    return sorted(set(names) - set(QUALITY_METRICS)) + [m for m in QUALITY_METRICS if m in names]
+        if c not in MODEL_COLUMNS and not c.startswith(RADAR_PREFIX) and student_values[c].notna().any()
+    }
+    declared = registry.load_declarations()
+    return [name for name, m in declared.items() if name in recorded and m.kind == registry.QUALITY]
 
 
 def log_scale_metrics(long: pd.DataFrame) -> list[str]:
-    """Metrics (of a long frame with ``metric``, ``value``) worth a log axis: all finite values positive and
-    spanning at least a factor of 10."""
+    """Metrics (of a long frame with ``metric``, ``value``) drawn on a log axis: declared ``log_scale``, all finite
+    values positive, and spanning at least a factor of 10."""
     out = []
     for metric, values in long.groupby("metric", sort=False)["value"]:
         v = values[np.isfinite(values)]
-        if len(v) and (v > 0).all() and v.max() >= 10 * v.min():
+        declared = registry.find(metric)
+        if declared is not None and declared.log_scale and len(v) and (v > 0).all() and v.max() >= 10 * v.min():
             out.append(metric)
     return out
 
@@ -263,7 +262,7 @@ class _Out:
         return FigureRef(figures.save_figure(fig, self.run_dir, f"size_factors_{name}{self.tag}", data), caption)
 
 
-def size_factors_sections(df: pd.DataFrame, run_dir: Path) -> list[Section]:
+def sections(df: pd.DataFrame, run_dir: Path) -> list[Section]:
     """The size_factors report: metrics vs size, radar charts, teacher-frame trajectories, samples, stepwise
     metrics, noise prediction, dimensionality and the efficiency table; per run when the rows hold several."""
     runs = sorted(df["run_id"].dropna().unique())
@@ -483,7 +482,8 @@ def _dimensionality_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict,
 def _efficiency_items(df: pd.DataFrame, table: pd.DataFrame, out: _Out) -> list[Note | Table]:
     frame = efficiency_table(table, timing_by_size(df))
     caption = (
-        "Per model: parameters, share of the teacher's, trajectory MSE, mean eps MSE; FID (bootstrap CI), KID, "
+        "Per model: parameters, measured share of the teacher's, FLOPs per image, trajectory MSE, mean eps MSE; "
+        "FID (bootstrap CI), KID, "
         "quality_per_mparam = 1 / (FID x params / 1e6) and sampling seconds per image (by size) when measured."
     )
     return [Table(caption, frame, name=f"size_factors_efficiency{out.tag}"), Note(distillation_note(table))]
