@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from diffbench.cache import ArtifactCache
 from diffbench.data import GMM, DataConfig, Dataset, load_dataset
 from diffbench.distill import distillation_loss
+from diffbench.metrics.conditional import class_accuracy, class_diversity
 from diffbench.metrics.distribution import (
     mmd_linear,
     mmd_rbf,
@@ -19,8 +21,10 @@ from diffbench.metrics.distribution import (
     sample_stats,
     wasserstein,
 )
+from diffbench.metrics.fid import FIDResult, FIDSampleSizeWarning, domain_features, extract_features, fid
 from diffbench.models import ModelConfig, device_of
-from diffbench.sampling import TrajectoryRecorder, ddim_sample, randn, sample_generators, uniform_timesteps
+from diffbench.models.classifier import train_classifier
+from diffbench.sampling import EpsModel, TrajectoryRecorder, ddim_sample, randn, sample_generators, uniform_timesteps
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
 from diffbench.training import TrainConfig, epsilon_loss, train
 
@@ -39,7 +43,8 @@ class RunSpec:
 
 # The recipe of a trained run: bump when the trainer, a model or the distillation loss changes what the same
 # RunSpec produces, so stale weights are rebuilt rather than reused. 2: EMA warm-up; UNet bands that mean cost.
-RUN_RECIPE_VERSION = 2
+# 3: GroupNorm never normalises a single channel (widths 8/16/32 had lost their time and label conditioning).
+RUN_RECIPE_VERSION = 3
 
 
 @lru_cache(maxsize=16)
@@ -70,6 +75,49 @@ def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, prog
         return {"checkpoints": result.checkpoints, "history": result.history}
 
     return cache.get_or_build("runs", spec, build, version=RUN_RECIPE_VERSION, device=device)
+
+
+# Recipe of the noise-aware classifier of classifier guidance (bump when ``noisy_classifier``'s output changes).
+NOISY_CLASSIFIER_RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """Everything that determines a noise-aware classifier ``p(y | x_t, t)``: its artifact key."""
+
+    data: DataConfig
+    schedule: ScheduleConfig
+    model: ModelConfig
+    epochs: int
+    batch_size: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def noisy_classifier(spec: ClassifierSpec, cache: ArtifactCache, device: torch.device) -> nn.Module:
+    """The classifier of ``spec`` trained on images noised to uniformly random timesteps of ``spec.schedule``
+    (Dhariwal & Nichol 2021, sec. 4.1), trained once per cache; in eval mode on ``device``."""
+
+    def build(_workdir) -> dict:
+        model = spec.model.build(seed=spec.seed)
+        history = train_classifier(
+            model,
+            cached_dataset(spec.data, "train"),
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            lr=spec.lr,
+            seed=spec.seed,
+            device=device,
+            schedule=spec.schedule.build(),
+        )
+        return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "history": history}
+
+    artifact = cache.get_or_build(
+        "noisy_classifier", spec, build, version=NOISY_CLASSIFIER_RECIPE_VERSION, device=device
+    )
+    model = spec.model.build()
+    model.load_state_dict(artifact["state_dict"])
+    return model.to(device).eval()
 
 
 def model_at(spec: RunSpec, run: dict, epoch: int, device: torch.device) -> nn.Module:
@@ -111,6 +159,44 @@ def trajectories(
         callback=recorder,
     )
     return recorder.trajectory()
+
+
+def class_conditional_samples(
+    model: EpsModel,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    *,
+    steps: int,
+    seed: int,
+    labels: Tensor,
+    clip_denoised: float | None = None,
+) -> Tensor:
+    """DDIM (``eta = 0``) samples ``[N, ...]`` on the CPU for the requested ``labels`` ``[N]``, from ``x_T`` drawn
+    from one generator seeded with ``seed``: every model and guidance compared on ``seed`` starts from the same
+    noise. ``model`` may be a guided eps-model (``diffbench.guidance``)."""
+    x_T = randn(shape, torch.Generator().manual_seed(seed), device_of(model))
+    grid = uniform_timesteps(schedule.num_steps, steps)
+    cond = {"y": labels.to(x_T.device)}
+    return ddim_sample(model, x_T, grid, schedule, cond=cond, clip_denoised=clip_denoised).cpu()
+
+
+def image_quality(
+    samples: Tensor, labels: Tensor, data: DataConfig, cache: ArtifactCache, device: torch.device, *, seed: int
+) -> tuple[FIDResult, dict[str, float]]:
+    """Domain FID/KID of ``samples`` ``[N, C, H, W]`` in ``[-1, 1]`` against ``data``'s held-out split, and the
+    independent domain classifier's ``class_accuracy`` and ``class_diversity`` for the requested ``labels``."""
+    extractor = domain_features(data, cache, device, seed=seed)
+    samples = samples.clamp(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FIDSampleSizeWarning)  # n is stated next to every value
+        result = fid(samples, data, extractor, split="test", cache=cache, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        logits = extractor.classifier(samples.to(device)).cpu()
+    features = extract_features(extractor, samples)
+    return result, {
+        "class_accuracy": class_accuracy(logits, labels),
+        "class_diversity": class_diversity(features, labels),
+    }
 
 
 @torch.no_grad()

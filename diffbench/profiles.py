@@ -54,12 +54,27 @@ class SizeFactorsScale:
 
 
 @dataclass(frozen=True)
+class GuidanceScale:
+    """Seeds 000/001 (CFG by size) and 004 (classifier guidance); models are the size_factors family's."""
+
+    cfg_scales: tuple[float, ...]  # w = 1 is the conditional model without guidance (the reference)
+    student_modes: tuple[str, ...]  # which size_factors students the cfg family guides
+    cg_scales: tuple[float, ...]  # classifier guidance and its CFG counterpart at the same scales
+    trajectory_samples: int  # trajectories per cell (class i mod K), all from the same noise
+    eval_samples: int  # samples per cell for accuracy, diversity, FID
+    grid_rows: int  # samples per class kept for the image grids
+    classifier_epochs: int  # the noise-aware classifier of classifier guidance
+    classifier_timesteps: tuple[int, ...]  # where its held-out accuracy is reported
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     seed: int
     batch_configs: BatchConfigsScale
     size_factors: SizeFactorsScale
+    guidance: GuidanceScale
 
 
 PROFILES: dict[str, Profile] = {
@@ -87,6 +102,16 @@ PROFILES: dict[str, Profile] = {
             eval_samples=300,
             noise_timesteps=10,
         ),
+        guidance=GuidanceScale(
+            cfg_scales=(1.0, 3.0, 5.0, 7.0),
+            student_modes=("distill",),
+            cg_scales=(0.0, 1.0, 3.0, 8.0),
+            trajectory_samples=16,
+            eval_samples=100,  # 10 per class: FID is compared at equal n only (n is in every row)
+            grid_rows=3,
+            classifier_epochs=30,
+            classifier_timesteps=(0, 250, 500, 750, 950),
+        ),
     ),
     "standard": Profile(
         name="standard",
@@ -111,6 +136,16 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=5000,
             noise_timesteps=20,
+        ),
+        guidance=GuidanceScale(
+            cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
+            student_modes=("data", "distill"),
+            cg_scales=(0.0, 1.0, 3.0, 8.0),
+            trajectory_samples=50,
+            eval_samples=5000,
+            grid_rows=8,
+            classifier_epochs=20,
+            classifier_timesteps=(0, 250, 500, 750, 950),
         ),
     ),
     "paper": Profile(
@@ -138,6 +173,16 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=10000,
             noise_timesteps=20,
+        ),
+        guidance=GuidanceScale(
+            cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0),
+            student_modes=("data", "distill"),
+            cg_scales=(0.0, 1.0, 3.0, 8.0),
+            trajectory_samples=50,
+            eval_samples=10000,
+            grid_rows=8,
+            classifier_epochs=50,
+            classifier_timesteps=(0, 1000, 2000, 3000, 3900),
         ),
     ),
 }

@@ -111,3 +111,7 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--size-range", "0.6-0.9", "--size-factors", "0.1,0.2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*no size factor selected*"])
+    for bad in ("-1", "nan", "3,x"):
+        result = _run(pytester, "--guidance-scales", bad)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*guidance scale must be a finite number >= 0, got*"])

@@ -52,7 +52,7 @@ def test_identical_trajectories():
     a = _traj()
     assert trajectory_mse(a, a) == 0.0
     assert path_length_similarity(a, a) == 1.0
-    assert torch.allclose(stepwise_cosine(a, a), torch.ones(7, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(stepwise_cosine(a, a), torch.ones(6, dtype=torch.float64), atol=1e-12)
     assert torch.equal(stepwise_distance(a, a), torch.zeros(7, dtype=torch.float64))
     assert endpoint_distance(a, a) == 0.0
     assert endpoint_wasserstein(a, a) == pytest.approx(0.0, abs=1e-6)
@@ -96,17 +96,37 @@ def test_translated_trajectory(shift):
     assert endpoint_distance(a, b) == pytest.approx(norm, rel=1e-9, abs=1e-9)
     assert path_length_similarity(a, b) == pytest.approx(1.0, abs=1e-12)  # translation keeps every step
     assert endpoint_wasserstein(a, b) == pytest.approx(norm, rel=1e-6, abs=1e-6)  # W2 of a translation = |shift|
+    # a translation moves every position, not a single step: the step vectors agree exactly
+    torch.testing.assert_close(stepwise_cosine(a, b), torch.ones(6, dtype=torch.float64))
+
+
+def test_step_cosine_ignores_what_two_unrelated_trajectories_share():
+    """Two independent random walks on a shared large offset (a digit's background): their positions are almost
+    parallel (position cosine near 1), their step vectors are not (cosine near 0, spread ~ 1/sqrt(D))."""
+    gen = torch.Generator().manual_seed(3)
+    offset = torch.full((1, 1, 256), -1.0, dtype=torch.float64)
+    a = offset + 0.1 * torch.randn(21, 8, 256, generator=gen, dtype=torch.float64).cumsum(0)
+    b = offset + 0.1 * torch.randn(21, 8, 256, generator=gen, dtype=torch.float64).cumsum(0)
+    position_cosine = torch.nn.functional.cosine_similarity(a[1:], b[1:], dim=-1).mean()
+    assert position_cosine > 0.5
+    assert abs(float(stepwise_cosine(a, b).mean())) < 0.05
+    assert compare_trajectories(a, b)["cosine_similarity"] == pytest.approx(float(stepwise_cosine(a, b).mean()))
 
 
 def test_opposite_trajectories_have_cosine_minus_one():
     a = _traj()
-    torch.testing.assert_close(stepwise_cosine(a, -a), torch.full((7,), -1.0, dtype=torch.float64))
+    torch.testing.assert_close(stepwise_cosine(a, -a), torch.full((6,), -1.0, dtype=torch.float64))
 
 
-def test_stepwise_metrics_have_one_value_per_point():
+def test_stepwise_metrics_have_one_value_per_point_or_step():
     a, b = _traj(seed=0), _traj(seed=1)
-    for fn in (stepwise_cosine, stepwise_distance, stepwise_wasserstein):
+    for fn in (stepwise_distance, stepwise_wasserstein):
         assert fn(a, b).shape == (7,)
+    assert stepwise_cosine(a, b).shape == (6,)  # one per step vector
+    metrics = compare_trajectories(a, b)
+    # the shared start (position 0) is left out of the averages
+    assert metrics["euclidean_distance"] == pytest.approx(float(stepwise_distance(a, b)[1:].mean()))
+    assert metrics["wasserstein_stepwise"] == pytest.approx(float(stepwise_wasserstein(a, b)[1:].mean()))
     assert stepwise_distance(a, b)[-1].item() == pytest.approx(endpoint_distance(a, b))
     assert stepwise_wasserstein(a, b)[-1].item() == pytest.approx(endpoint_wasserstein(a, b))
 

@@ -420,3 +420,34 @@ def test_two_step_training_smoke_on_digits():
     assert row["steps"] == 2.0
     assert math.isfinite(row["loss"]) and row["loss"] > 0
     assert math.isfinite(row["grad_norm"])
+
+
+@pytest.mark.parametrize("size_factor", [0.05, 0.2, 0.5, 1.0])
+def test_every_smoke_student_hears_the_timestep_and_the_label(size_factor):
+    """The time and label embedding enter every ResBlock as a per-channel bias; a GroupNorm with one channel per
+    group (instance norm) would subtract it again. At initialisation, changing t or y must change the output."""
+    from diffbench.profiles import PROFILES
+
+    arch = PROFILES["smoke"].size_factors.teacher
+    torch.manual_seed(0)
+    model = UNet(
+        size_factor,
+        base_channels=arch.base_channels,
+        channel_mults=arch.channel_mults,
+        num_res_blocks=arch.num_res_blocks,
+        attention_resolutions=arch.attention_resolutions,
+        num_classes=10,
+    ).eval()
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, y = torch.full((4,), 500), torch.arange(4)
+    with torch.no_grad():
+        base = model(x, t, y=y)
+        assert (model(x, torch.full((4,), 50), y=y) - base).abs().max() > 1e-3, model.widths
+        assert (model(x, t, y=torch.full((4,), 10)) - base).abs().max() > 1e-3, model.widths
+
+
+@pytest.mark.parametrize("channels, groups", [(8, 4), (16, 8), (32, 16), (24, 8), (48, 16), (12, 4), (4, 2), (3, 1)])
+def test_norm_groups_never_leave_a_channel_alone(channels, groups):
+    from diffbench.models.unet import norm_groups
+
+    assert norm_groups(channels) == groups and channels % groups == 0

@@ -11,7 +11,6 @@ same specs from these ids and so share the artifacts.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,18 +18,23 @@ import torch
 
 from diffbench.cache import ArtifactCache
 from diffbench.data import DataConfig
-from diffbench.experiments import RunSpec, cached_dataset, eps_error_by_timestep, final_model, trajectories
+from diffbench.experiments import (
+    RunSpec,
+    cached_dataset,
+    class_conditional_samples,
+    eps_error_by_timestep,
+    final_model,
+    image_quality,
+    trajectories,
+)
 from diffbench.families import Family, Measurements, Option, OptionValues
-from diffbench.metrics.fid import FIDSampleSizeWarning, domain_features, fid
 from diffbench.metrics.registry import BOOKKEEPING, LOWER, NEITHER, QUALITY, TIMING, Metric, declare
 from diffbench.metrics.trajectory import (
     TeacherFrame,
     compare_trajectories,
     explained_variance_curve,
     normalize_for_radar,
-    stepwise_cosine,
-    stepwise_distance,
-    stepwise_wasserstein,
+    stepwise_series,
     teacher_scales,
 )
 from diffbench.models import ModelConfig, count_parameters
@@ -51,11 +55,6 @@ declare(
 
 TEACHER = "teacher"
 MODES = ("data", "distill")
-STEPWISE = {
-    "stepwise_cosine": stepwise_cosine,
-    "stepwise_distance": stepwise_distance,
-    "stepwise_wasserstein": stepwise_wasserstein,
-}
 PCA_COMPONENTS = 3
 IMAGE_CLIP = 1.0  # images live in [-1, 1]: clip the x0 estimate while sampling (as DDPM/DDIM do for images)
 MAX_EXPLAINED_COMPONENTS = 10
@@ -219,8 +218,8 @@ def student_trajectories(
     metrics = compare_trajectories(traj, reference)
     out.update(metrics)
     out.update({f"radar_{k}": v for k, v in normalize_for_radar(metrics, scales=teacher_scales(reference)).items()})
-    for name, fn in STEPWISE.items():
-        for step, value in enumerate(fn(traj, reference).tolist()):
+    for name, points in stepwise_series(traj, reference).items():
+        for step, value in points:
             out.add(name, value, step=step)
     for k, ratio in enumerate(explained_variance_curve(traj, MAX_EXPLAINED_COMPONENTS).tolist(), start=1):
         out.add("explained_variance", ratio, k=k)
@@ -233,36 +232,28 @@ def student_trajectories(
 def sample_quality(
     model_id: str, profile: Profile, device: torch.device, cache: ArtifactCache, data_root: str | None = None
 ) -> Measurements:
-    """Domain FID (with its bootstrap CI) and KID of class-balanced DDIM samples against the held-out split.
+    """Domain FID (with its bootstrap CI), KID, class accuracy and per-class diversity of class-balanced DDIM
+    samples against the held-out split.
     The extractor's weight fingerprint is context, not a cell parameter: another torch version retraining the
     classifier must not turn a baseline's FID rows into "missing"."""
     scale = profile.size_factors
     spec = model_spec(profile, model_id, data_root)
     model = final_model(spec, cache, device)
     data = cached_dataset(spec.data, "train")
-    schedule = spec.schedule.build()
     shape = (scale.eval_samples, *data.sample_shape)
-    samples = ddim_sample(
+    labels = conditioning(shape[0], data.num_classes, torch.device("cpu"))["y"]
+    samples = class_conditional_samples(
         model,
-        randn(shape, torch.Generator().manual_seed(profile.seed), device),
-        uniform_timesteps(schedule.num_steps, scale.sampling_steps),
-        schedule,
-        cond=conditioning(shape[0], data.num_classes, device),
+        spec.schedule.build(),
+        shape,
+        steps=scale.sampling_steps,
+        seed=profile.seed,
+        labels=labels,
         clip_denoised=IMAGE_CLIP,
-    ).cpu()
-    extractor = domain_features(spec.data, cache, device, seed=profile.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FIDSampleSizeWarning)  # n is stated next to every value
-        result = fid(
-            samples.clamp(-1, 1),
-            spec.data,
-            extractor,
-            split="test",
-            cache=cache,
-            generator=torch.Generator().manual_seed(profile.seed),
-        )
+    )
+    result, classes = image_quality(samples, labels, spec.data, cache, device, seed=profile.seed)
     out = Measurements({**model_params(model_id, model), "n": result.n_samples, "n_real": result.n_real})
-    out.update(result.metrics(), context={"extractor": result.extractor})
+    out.update({**result.metrics(), **classes}, context={"extractor": result.extractor})
     out.add("params", count_parameters(model))
     return out
 

@@ -65,7 +65,12 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 # Modules whose import declares metrics; family modules are found by diffbench.families.discover().
-DECLARING_MODULES = ("diffbench.metrics.distribution", "diffbench.metrics.trajectory", "diffbench.metrics.fid")
+DECLARING_MODULES = (
+    "diffbench.metrics.distribution",
+    "diffbench.metrics.trajectory",
+    "diffbench.metrics.fid",
+    "diffbench.metrics.conditional",
+)
 FAMILIES_PACKAGE = "diffbench.families"
 _loaded = False
 

@@ -21,11 +21,11 @@ _COMPARISONS = (
     Metric("path_length_similarity", HIGHER, QUALITY, "mean min/max ratio of per-sample path lengths, in [0, 1]"),
     Metric("trajectory_mse", LOWER, QUALITY, "mean squared difference of the two trajectories over steps", True),
     Metric("directional_consistency", HIGHER, QUALITY, "mean cosine of consecutive step vectors (straightness)"),
-    Metric("cosine_similarity", HIGHER, QUALITY, "per-step cosine of the two positions, averaged over steps"),
-    Metric("euclidean_distance", LOWER, QUALITY, "per-step distance of the two positions, averaged over steps"),
+    Metric("cosine_similarity", HIGHER, QUALITY, "cosine of the two step vectors, averaged over the steps"),
+    Metric("euclidean_distance", LOWER, QUALITY, "distance of the two positions, averaged over steps 1..S"),
     Metric("endpoint_distance", LOWER, QUALITY, "mean distance between the two final samples"),
     Metric("wasserstein_endpoint", LOWER, QUALITY, "W2 between the two sets of final samples"),
-    Metric("wasserstein_stepwise", LOWER, QUALITY, "W2 between the two sets of points, averaged over steps"),
+    Metric("wasserstein_stepwise", LOWER, QUALITY, "W2 between the two sets of points, averaged over steps 1..S"),
 )
 declare(
     *_COMPARISONS,
@@ -33,7 +33,7 @@ declare(
         Metric(f"radar_{m.name}", HIGHER, QUALITY, f"{m.name} mapped to [0, 1], 1 best (normalize_for_radar)")
         for m in _COMPARISONS
     ),
-    Metric("stepwise_cosine", HIGHER, QUALITY, "cosine of the two positions at one step (series over steps)"),
+    Metric("stepwise_cosine", HIGHER, QUALITY, "cosine of the two step vectors ending at one step (series)"),
     Metric("stepwise_distance", LOWER, QUALITY, "distance of the two positions at one step (series over steps)"),
     Metric("stepwise_wasserstein", LOWER, QUALITY, "W2 of the two point sets at one step (series over steps)"),
     Metric("explained_variance", NEITHER, QUALITY, "cumulative PCA variance share of k components (series in k)"),
@@ -94,9 +94,15 @@ def directional_consistency(traj: Tensor) -> float:
 
 
 def stepwise_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """``[S+1]``: ``mean_b cos(a_{s,b}, b_{s,b})`` at each step."""
-    a, b = _pair(a, b)
-    return _cosine(a, b).mean(1)
+    """``[S]``: ``mean_b cos(a_{s+1,b} - a_{s,b}, b_{s+1,b} - b_{s,b})``, the agreement of the two trajectories'
+    step vectors; entry ``s - 1`` belongs to the step ending at position ``s``.
+
+    Steps, not positions: positions share whatever both samples have in common (a digit's -1 background gives
+    two unrelated digits a position cosine near 0.7), and a shared starting point is identical by construction.
+    A step vector is the direction a sampler moves, so the cosine is 1 when both walk the same way and invariant
+    to a common offset."""
+    a, b = _pair(a, b, min_points=2)
+    return _cosine(a.diff(dim=0), b.diff(dim=0)).mean(1)
 
 
 def stepwise_distance(a: Tensor, b: Tensor) -> Tensor:
@@ -123,20 +129,38 @@ def stepwise_wasserstein(a: Tensor, b: Tensor) -> Tensor:
     return torch.tensor([wasserstein(xa, xb) for xa, xb in zip(a, b, strict=True)], dtype=torch.float64)
 
 
+def stepwise_series(a: Tensor, b: Tensor) -> dict[str, list[tuple[int, float]]]:
+    """Every per-step metric of ``a`` against ``b`` as ``(position, value)`` pairs, keyed by metric name:
+    ``stepwise_distance`` and ``stepwise_wasserstein`` at positions ``0..S``, ``stepwise_cosine`` at the position
+    where each step vector ends (``1..S``), so all series share one step axis."""
+    series = {}
+    for name, fn in (
+        ("stepwise_cosine", stepwise_cosine),
+        ("stepwise_distance", stepwise_distance),
+        ("stepwise_wasserstein", stepwise_wasserstein),
+    ):
+        values = fn(a, b).tolist()
+        first = len(a) - len(values)  # 1 for a series over step vectors, 0 for one over positions
+        series[name] = list(enumerate(values, start=first))
+    return series
+
+
 def compare_trajectories(student: Tensor, teacher: Tensor) -> dict[str, float]:
     """Every scalar metric of ``student`` against ``teacher`` (same shape, same initial noise); the keys are
     ``HIGHER_IS_BETTER``'s. ``directional_consistency`` is the student's own; per-step metrics are averaged over
-    the steps (``cosine_similarity``, ``euclidean_distance``, ``wasserstein_stepwise``)."""
+    the steps: ``cosine_similarity`` over the ``S`` step vectors, ``euclidean_distance`` and
+    ``wasserstein_stepwise`` over positions ``1..S`` (position 0 is the shared noise, identical by construction,
+    and would pull both towards agreement)."""
     student, teacher = _pair(student, teacher, min_points=3)
     return {
         "path_length_similarity": path_length_similarity(student, teacher),
         "trajectory_mse": trajectory_mse(student, teacher),
         "directional_consistency": directional_consistency(student),
         "cosine_similarity": float(stepwise_cosine(student, teacher).mean()),
-        "euclidean_distance": float(stepwise_distance(student, teacher).mean()),
+        "euclidean_distance": float(stepwise_distance(student, teacher)[1:].mean()),
         "endpoint_distance": endpoint_distance(student, teacher),
         "wasserstein_endpoint": endpoint_wasserstein(student, teacher),
-        "wasserstein_stepwise": float(stepwise_wasserstein(student, teacher).mean()),
+        "wasserstein_stepwise": float(stepwise_wasserstein(student, teacher)[1:].mean()),
     }
 
 

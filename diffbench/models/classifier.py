@@ -149,14 +149,29 @@ def train_classifier(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, t: int = 0, batch_size: int = 512) -> float:
-    """Fraction of ``dataset`` classified correctly at timestep ``t`` (clean images: ``t = 0``)."""
+def accuracy(
+    model: nn.Module,
+    dataset: Dataset,
+    t: int = 0,
+    batch_size: int = 512,
+    *,
+    schedule: NoiseSchedule | None = None,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Fraction of ``dataset`` classified correctly at timestep ``t``. Without ``schedule`` the images stay clean
+    (the domain classifier, ``t = 0``); with it they are noised to ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``
+    first, ``eps`` from ``generator`` (required then), as the guidance classifier sees them while sampling."""
     if dataset.y is None:
         raise ValueError(f"dataset {dataset.name!r} has no labels")
+    if schedule is not None and generator is None:
+        raise ValueError("noised accuracy needs a torch.Generator for the noise (never the global RNG)")
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(dataset), batch_size):
         x = dataset.x[start : start + batch_size].to(device)
-        pred = model(x, torch.full((len(x),), t, device=device)).argmax(dim=1).cpu()
+        t_batch = torch.full((len(x),), t, device=device)
+        if schedule is not None:
+            x = schedule.add_noise(x, t_batch, torch.randn(x.shape, generator=generator).to(device))
+        pred = model(x, t_batch).argmax(dim=1).cpu()
         correct += int((pred == dataset.y[start : start + batch_size]).sum())
     return correct / len(dataset)

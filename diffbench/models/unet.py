@@ -31,13 +31,25 @@ from diffbench.models.embedding import timestep_embedding
 # steps of 4 rather than 8 keep the parameter count within reach of small targets (a 32-64 teacher at s = 0.1).
 WIDTH_STEP = 4
 MAX_GROUPS = 32  # DDPM's GroupNorm(32, C)
+MIN_CHANNELS_PER_GROUP = 2  # one channel per group would erase the time/label embedding (see norm_groups)
 MIN_FREQ_DIM = 32
 MIN_MULTIPLIER, MAX_MULTIPLIER = 1e-3, 2.0  # the width search's range, relative to the teacher's widths
 
 
+def norm_groups(channels: int) -> int:
+    """``gcd(32, C)`` groups (DDPM's 32 where possible, always a divisor of ``C``), halved until every group has
+    at least 2 channels. A group of one channel is instance normalisation: it subtracts each channel's spatial
+    mean, which erases exactly what a ResBlock adds before its second norm (the time and label embedding, a
+    per-channel constant), so a width of 8, 16 or 32 would make that block blind to t and y."""
+    groups = math.gcd(MAX_GROUPS, channels)
+    while groups > 1 and channels // groups < MIN_CHANNELS_PER_GROUP:
+        groups //= 2
+    return groups
+
+
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm (Wu & He 2018) with ``gcd(32, C)`` groups: DDPM's 32 where possible, always a divisor of ``C``."""
-    return nn.GroupNorm(math.gcd(MAX_GROUPS, channels), channels)
+    """GroupNorm (Wu & He 2018) with :func:`norm_groups` groups."""
+    return nn.GroupNorm(norm_groups(channels), channels)
 
 
 def conv_macs(conv: nn.Conv2d, out_resolution: int) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from diffbench.io import atomic_path
@@ -356,4 +357,218 @@ def image_rows(images: Mapping[str, np.ndarray], max_images: int = 8) -> Figure:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    return fig
+
+
+# --- guidance: heatmaps, trajectories over a scale, divergence, error bars, trade-offs -------------------------
+
+
+def _tick_label(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
+def _limits(arrays: Sequence[np.ndarray], dims: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Plot limits (5% padding) that hold every finite point of ``arrays`` ``[..., >= dims]``; ``[-1, 1]`` if none."""
+    flat = [np.asarray(a, dtype=float)[..., :dims].reshape(-1, dims) for a in arrays]
+    points = np.concatenate(flat) if flat else np.empty((0, dims))
+    points = points[np.isfinite(points).all(axis=1)]
+    if not len(points):
+        return np.full(dims, -1.0), np.full(dims, 1.0)
+    low, high = points.min(0), points.max(0)
+    pad = 0.05 * np.maximum(high - low, 1e-9)
+    return low - pad, high + pad
+
+
+def _pc_axes(fig: Figure, titles: Sequence[str], ncols: int, arrays: Sequence[np.ndarray]) -> list[Axes]:
+    """One PC1-vs-PC2 panel per title, ``ncols`` a row, all with the limits that hold ``arrays``."""
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    low, high = _limits(arrays)
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(titles))]
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xlim(low[0], high[0])
+        ax.set_ylim(low[1], high[1])
+        ax.set_xlabel("PC1", fontsize=8)
+        ax.set_ylabel("PC2", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    return axes
+
+
+def _panel_size(count: int, ncols: int, width: float = 3.5, height: float = 3.2) -> tuple[float, float]:
+    ncols = max(1, min(ncols, count))
+    return width * ncols + 0.6, height * max(1, math.ceil(count / ncols)) + 0.5
+
+
+def heatmap_panels(
+    tables: Mapping[str, pd.DataFrame],
+    cmaps: Mapping[str, str] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    fmt: str = "{:.3g}",
+    ncols: int = 2,
+) -> Figure:
+    """One annotated heatmap per title. ``tables[title]`` is wide: its index labels the rows (top to bottom), its
+    columns the columns (left to right; numbers written with ``:g``). Each panel has its own colour scale (colour bar
+    beside it) and every finite value written in its cell with ``fmt``; NaN cells stay blank. ``cmaps`` maps a
+    title to a colormap name (default ``viridis``; a ``*_r`` map for a lower-is-better metric keeps bright = good).
+    """
+    cmaps = cmaps or {}
+    titles = list(tables)
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    n_rows, n_cols = max(((t.shape[0], t.shape[1]) for t in tables.values()), default=(1, 1))
+    fig = Figure(
+        figsize=((2.2 + 0.7 * max(1, n_cols)) * ncols, (1.0 + 0.36 * max(1, n_rows)) * nrows + 0.2),
+        layout="constrained",
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, title in zip(axes.flat, titles, strict=False):
+        table = tables[title]
+        values = table.to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        cmap = matplotlib.colormaps[cmaps.get(title, "viridis")]
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=low, vmax=high, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                red, green, blue, _ = cmap((value - low) / (high - low) if high > low else 0.5)
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on a dark cell
+                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=7, color="white" if dark else "k")
+        ax.set_xticks(range(values.shape[1]), labels=[_tick_label(c) for c in table.columns], fontsize=7)
+        ax.set_yticks(range(values.shape[0]), labels=[_tick_label(r) for r in table.index], fontsize=7)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, shrink=0.9).ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(titles) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def gradient_trajectory_panels(
+    panels: Mapping[str, Mapping[float, np.ndarray]],
+    value_label: str = "w",
+    cmap: str = "plasma",
+    ncols: int = 4,
+) -> Figure:
+    """One panel per title overlaying, for each value of a parameter (e.g. the guidance scale), trajectories
+    ``[S + 1, n, >= 2]`` as PC1 vs PC2 (step 0 = the initial noise), coloured by that value along ``cmap`` (one
+    colour bar, named ``value_label``); each start (o) and end (*) marked. Every panel shares the same limits."""
+    titles = list(panels)
+    values = sorted({float(v) for series in panels.values() for v in series})
+    norm = matplotlib.colors.Normalize(min(values, default=0.0), max(values, default=1.0))
+    # The colormap's pale end is left out so every line stays visible on white.
+    colors = matplotlib.colors.ListedColormap(matplotlib.colormaps[cmap](np.linspace(0, 0.9, 256)))
+    fig = Figure(figsize=_panel_size(len(titles), ncols, width=3.6), layout="constrained")
+    axes = _pc_axes(fig, titles, ncols, [a for series in panels.values() for a in series.values()])
+    for ax, title in zip(axes, titles, strict=True):
+        for value, paths in sorted(panels[title].items()):
+            _draw_paths(ax, np.asarray(paths, dtype=float)[..., :2], {"color": colors(norm(value))}, _tick_label(value))
+    if axes:
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm, colors), ax=axes, label=value_label, shrink=0.8)
+    return fig
+
+
+def paired_trajectory_panels(
+    pairs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    names: tuple[str, str] = ("guided", "unguided"),
+    ncols: int = 4,
+) -> Figure:
+    """One panel per title: two sets of trajectories ``[S + 1, n, >= 2]`` from the same starts, as PC1 vs PC2 —
+    the first set solid, the second dashed (both named in the legend), sample ``i`` in colour ``Ci`` in both; the
+    start (o) and each end (*) marked. Every panel shares the same limits."""
+    titles, linestyles = list(pairs), ("-", "--")
+    fig = Figure(figsize=_panel_size(len(titles), ncols), layout="constrained")
+    axes = _pc_axes(fig, titles, ncols, [a for pair in pairs.values() for a in pair])
+    for ax, title in zip(axes, titles, strict=True):
+        for paths, linestyle in zip(pairs[title], linestyles, strict=True):
+            paths = np.asarray(paths, dtype=float)
+            for i in range(paths.shape[1]):
+                x, y = paths[:, i, 0], paths[:, i, 1]
+                ax.plot(x, y, color=f"C{i}", linestyle=linestyle, linewidth=1.3, alpha=0.9)
+                ax.scatter(x[-1:], y[-1:], marker="*", s=60, color=f"C{i}", edgecolors="black", linewidths=0.4)
+                ax.scatter(x[:1], y[:1], marker="o", s=18, color="white", edgecolors="black", linewidths=0.5)
+    handles = [Line2D([], [], color="0.3", linestyle=s, label=name) for name, s in zip(names, linestyles, strict=True)]
+    if axes:
+        fig.legend(handles=handles, loc="outside upper center", ncols=2, frameon=False)
+    return fig
+
+
+def divergence_panels(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], ncols: int = 4) -> Figure:
+    """One panel per title: for trajectories ``(moved, base)``, each ``[S + 1, n, >= 2]`` from the same starts, an
+    arrow at every step from the base position to the moved one (PC1 vs PC2, in data units), sample ``i`` in colour
+    ``Ci``; the base paths are drawn thin grey for orientation. Every panel shares the same limits."""
+    titles = list(pairs)
+    fig = Figure(figsize=_panel_size(len(titles), ncols), layout="constrained")
+    axes = _pc_axes(fig, titles, ncols, [a for pair in pairs.values() for a in pair])
+    for ax, title in zip(axes, titles, strict=True):
+        moved, base = (np.asarray(a, dtype=float)[..., :2] for a in pairs[title])
+        delta = moved - base
+        for i in range(base.shape[1]):
+            ax.plot(base[:, i, 0], base[:, i, 1], color="0.7", linewidth=0.8)
+            ax.quiver(
+                base[:, i, 0],
+                base[:, i, 1],
+                delta[:, i, 0],
+                delta[:, i, 1],
+                color=f"C{i}",
+                angles="xy",
+                scale_units="xy",
+                scale=1,
+                width=0.006,
+            )
+    return fig
+
+
+def add_error_bars(
+    fig: Figure,
+    curves: pd.DataFrame,
+    x: str,
+    metrics: Sequence[str],
+    labels: Sequence[str],
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+) -> None:
+    """Draw the intervals of ``curves`` (long: ``label``, ``x``, ``metric``, ``value``, ``low``, ``high``) as error
+    bars onto a :func:`line_panels` figure drawn with the same ``metrics`` and ``labels`` (its axes are in metric
+    order, its colours from ``styles``); points without both ends of an interval get none."""
+    styles = styles or {label: {"color": color} for label, color in label_colors(labels).items()}
+    for ax, metric in zip(fig.axes, metrics, strict=False):
+        rows = curves[(curves["metric"] == metric) & curves["low"].notna() & curves["high"].notna()]
+        for label in labels:
+            points = rows[rows["label"] == label]
+            if len(points):
+                below = (points["value"] - points["low"]).clip(lower=0)
+                above = (points["high"] - points["value"]).clip(lower=0)
+                color = styles.get(label, {}).get("color")
+                ax.errorbar(points[x], points["value"], yerr=[below, above], fmt="none", ecolor=color, capsize=2)
+
+
+def tradeoff_panels(
+    points: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    labels: Sequence[str],
+    annotate: str,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+) -> Figure:
+    """One panel per ``(x, y)`` pair of columns of ``points`` (wide: ``label``, ``annotate`` and the metric
+    columns): each label's points joined in ``annotate`` order, every point written with its ``annotate`` value
+    (``:g``), one shared legend. E.g. accuracy vs diversity, one line per guidance method, points named by scale."""
+    styles = styles or {label: {"color": color} for label, color in label_colors(labels).items()}
+    fig = Figure(figsize=(4.4 * max(1, len(pairs)), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(1, len(pairs)), squeeze=False)[0]
+    for ax, (x, y) in zip(axes, pairs, strict=False):
+        for label in labels:
+            line = points[points["label"] == label].dropna(subset=[x, y]).sort_values(annotate)
+            if not len(line):
+                continue
+            style = {"marker": "o", "markersize": 4, "linewidth": 1.4, **styles.get(label, {})}
+            ax.plot(line[x], line[y], label=label, **style)
+            for px, py, text in zip(line[x], line[y], line[annotate], strict=True):
+                ax.annotate(_tick_label(text), (px, py), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+    _shared_legend(fig, list(axes), max_cols=len(labels))
     return fig

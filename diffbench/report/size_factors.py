@@ -442,7 +442,10 @@ def _stepwise_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: 
         return [Note("No stepwise_* rows: time-dependent plot skipped.")]
     metrics = [m for m in STEPWISE_METRICS if m in set(curves["metric"])]
     fig = _curve_figure(curves, "step", metrics, table, styles, ncols=3)
-    caption = "Per sampling step (0 = the shared initial noise): student vs teacher, one line per student."
+    caption = (
+        "Per sampling step (0 = the shared initial noise): student vs teacher, one line per student; "
+        "stepwise_cosine compares the step vectors ending at each step."
+    )
     return [out.figure(fig, "stepwise", curves, caption)]
 
 
