@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffbench.report import cfg
+from diffbench.report import cfg, parts
 from diffbench.report.build import build_report
 from diffbench.report.figures import heatmap_panels
 from diffbench.report.sections import rows_to_frame
@@ -340,7 +340,7 @@ def test_teacher_quality_note_without_rows_says_so():
 
 def test_fid_interval_text():
     table = pd.DataFrame({"fid": [12.25, np.nan, 3.0], "fid_ci_low": [11.5, 1.0, np.nan], "fid_ci_high": [13.0, 2, 4]})
-    out = cfg.with_fid_interval(table)
+    out = parts.with_fid_interval(table)
     assert list(out.columns) == ["fid", "fid [ci]", "fid_ci_low", "fid_ci_high"]
     assert out["fid [ci]"].tolist() == ["12.25 [11.5, 13]", "", "3"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from diffbench.report import figures
-from diffbench.report.cfg import (
+from diffbench.report.parts import (
     NUM_CLASSES,
     Out,
     image_index,
