@@ -19,8 +19,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"method", "scale"} <= set(metafunc.fixturenames):
         cells = family.cells(profile)
         metafunc.parametrize("method,scale", cells, ids=[family.cell_id(m, s) for m, s in cells])
-    elif "method" in metafunc.fixturenames:
-        metafunc.parametrize("method", family.METHODS, ids=[family.cell_id(m) for m in family.METHODS])
 
 
 def test_guidance_classifier(profile, data_root, device, artifacts, record):
@@ -41,9 +39,9 @@ def test_guided_samples(method, scale, profile, data_root, device, artifacts, re
 
 
 @pytest.mark.timing
-def test_guidance_latency(method, profile, data_root, device, benchmark, record):
+def test_guidance_latency(method, scale, profile, data_root, device, benchmark, record):
     """Seconds per image at the same 50 steps: CFG doubles the batch, classifier guidance adds a backward pass."""
-    run, batch, params = family.sampling_timer(method, profile, device, data_root)
+    run, batch, params = family.sampling_timer(method, scale, profile, device, data_root)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
     seconds = benchmark.stats.stats.mean / batch
     record("sampling_seconds_per_image", seconds, **params)

@@ -41,7 +41,6 @@ METHODS = ("cg", "cfg")
 # Cell ids: "cfg" would put these cells into `pytest -k cfg`, the cfg family's selection.
 METHOD_IDS = {"cg": "classifier", "cfg": "classifier_free"}
 CLASSIFIER_WIDTH = 32
-LATENCY_SCALE = 3.0
 LATENCY_BATCH = 16
 
 
@@ -50,8 +49,8 @@ def cells(profile: Profile) -> list[tuple[str, float]]:
     return [(method, scale) for scale in profile.guidance.cg_scales for method in METHODS]
 
 
-def cell_id(method: str, scale: float | None = None) -> str:
-    return METHOD_IDS[method] if scale is None else f"{METHOD_IDS[method]}-s{scale:g}"
+def cell_id(method: str, scale: float) -> str:
+    return f"{METHOD_IDS[method]}-s{scale:g}"
 
 
 def classifier_spec(profile: Profile, data_root: str | None = None) -> ClassifierSpec:
@@ -133,17 +132,18 @@ def classifier_accuracy(
 
 
 def sampling_timer(
-    method: str, profile: Profile, device: torch.device, data_root: str | None = None
+    method: str, scale: float, profile: Profile, device: torch.device, data_root: str | None = None
 ) -> tuple[Callable[[], None], int, dict]:
-    """``(run, batch, params)``: ``run()`` draws ``batch`` guided images at ``LATENCY_SCALE`` with untrained
-    weights (cost depends on the architecture and the guidance, not the weights): CFG runs the denoiser on a
-    doubled batch, classifier guidance adds a classifier forward and backward pass per step."""
+    """``(run, batch, params)``: ``run()`` draws ``batch`` images guided at ``scale`` with untrained weights (cost
+    depends on the architecture and the guidance, not the weights): CFG runs the denoiser on a doubled batch
+    (scales 0 and 1 on the plain one), classifier guidance adds a classifier forward and backward pass per step
+    (none at scale 0)."""
     spec = sf.model_spec(profile, sf.TEACHER, data_root)
     model = spec.model.build(seed=profile.seed).to(device).eval()
     schedule = spec.schedule.build()
     eps, _, _ = guided_model(
         method,
-        LATENCY_SCALE,
+        scale,
         model,
         lambda: classifier_spec(profile, data_root).model.build(seed=profile.seed).to(device).eval(),
         schedule,
@@ -158,7 +158,7 @@ def sampling_timer(
             eps, randn(shape, sample_generators(profile.seed, LATENCY_BATCH), device), grid, schedule, cond=cond
         )
 
-    return run, LATENCY_BATCH, {"method": method, "scale": LATENCY_SCALE, "model": sf.TEACHER}
+    return run, LATENCY_BATCH, {"method": method, "scale": scale, "model": sf.TEACHER}
 
 
 def _sections(df, run_dir: Path) -> list:
