@@ -43,6 +43,17 @@ class Dataset:
     x: Tensor
     y: Tensor | None = None
     num_classes: int = 0
+    noise: Tensor | None = None  # paired noise per sample (x_T of a (noise, teacher sample) pair), or None
+
+    def __post_init__(self) -> None:
+        for name in ("y", "noise"):
+            value = getattr(self, name)
+            if value is not None and len(value) != len(self.x):
+                raise ValueError(f"dataset {self.name!r}: {name} has {len(value)} entries for {len(self.x)} samples")
+        if self.noise is not None and self.noise.shape != self.x.shape:
+            raise ValueError(
+                f"paired noise must have the samples' shape {tuple(self.x.shape)}, got {tuple(self.noise.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.x)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,7 +13,15 @@ from torch import Tensor, nn
 
 from diffbench.cache import ArtifactCache
 from diffbench.data import GMM, DataConfig, Dataset, load_dataset
-from diffbench.distill import distillation_loss
+from diffbench.distill import (
+    ConsistencyDistillationLoss,
+    ConsistencyFunction,
+    ProgressiveDistillationLoss,
+    check_same_schedule,
+    distillation_loss,
+    halve_grid,
+    one_step_loss,
+)
 from diffbench.metrics.conditional import class_accuracy, class_diversity
 from diffbench.metrics.distribution import (
     mmd_linear,
@@ -239,15 +249,217 @@ def evaluate_gmm(
     samples = ddim_sample(
         model, x_T, uniform_timesteps(schedule.num_steps, steps), schedule, eta=1.0, generator=generator
     ).cpu()
-    modes = mode_coverage(samples, GMM.means, GMM.std)
     metrics = {
+        **gmm_sample_metrics(samples, test),
+        "test_loss": noise_prediction_loss(model, schedule, test.x, torch.Generator().manual_seed(seed + 1)),
+        **sample_stats(samples),
+    }
+    return metrics, samples
+
+
+def gmm_sample_metrics(samples: Tensor, test: Dataset) -> dict[str, float]:
+    """GMM samples against the held-out split: MMD (RBF, linear), W2, and the mode statistics."""
+    modes = mode_coverage(samples, GMM.means, GMM.std)
+    return {
         "mmd_rbf": mmd_rbf(samples, test.x),
         "mmd_linear": mmd_linear(samples, test.x),
         "wasserstein": wasserstein(samples, test.x),
-        "test_loss": noise_prediction_loss(model, schedule, test.x, torch.Generator().manual_seed(seed + 1)),
-        **sample_stats(samples),
         "modes_covered": float(modes.covered),
         "high_quality_fraction": modes.high_quality_fraction,
         "mode_balance": modes.balance,
     }
-    return metrics, samples
+
+
+# --- step-reduction students (the samplers family) ----------------------------------------------------------
+
+STUDENT_METHODS = ("progressive", "one_step", "consistency")
+# What each kind of model outputs (diffbench.sampling.predict_x0_eps): the trained teachers predict eps.
+STUDENT_PREDICTION = {"progressive": "v", "one_step": "x0", "consistency": "x0"}
+# Recipe of the step-reduction students and their teacher pairs; bump when what a StudentSpec produces changes.
+STUDENT_RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A step-reduction student: its artifact key, which contains its teacher's (a trained ``RunSpec``, or for a
+    progressive round after the first, the previous round's ``StudentSpec``).
+
+    ``grid``: for ``progressive`` the teacher's grid of this round (the student samples on every other point);
+    for ``one_step`` the teacher's DDIM grid that draws the (noise, sample) pairs; for ``consistency`` the
+    distillation grid ``t_N > ... > t_1 = t_min``. ``schedule`` must be the teacher's. The student starts from
+    its teacher's weights (same architecture)."""
+
+    method: str
+    teacher: RunSpec | StudentSpec
+    schedule: ScheduleConfig
+    grid: tuple[int, ...]
+    train: TrainConfig
+    clip_denoised: float | None = None
+    pairs: int = 0  # one_step: number of (noise, teacher sample) pairs
+    target_decay: float = 0.0  # consistency: mu of the target network
+    sigma_data: float = 0.5  # consistency: the data's standard deviation in c_skip / c_out
+
+    def __post_init__(self) -> None:
+        if self.method not in STUDENT_METHODS:
+            raise ValueError(f"unknown student method {self.method!r}; choose one of {STUDENT_METHODS}")
+        check_same_schedule(self.schedule, self.teacher.schedule)
+        if isinstance(self.teacher, StudentSpec) and self.teacher.method != "progressive":
+            raise ValueError(f"only progressive rounds chain students, got a {self.teacher.method} teacher")
+        if self.method == "progressive":
+            halve_grid(self.grid, self.schedule.num_steps)  # raises for a round below one step
+        if self.method == "one_step" and self.pairs < 1:
+            raise ValueError(f"one-step distillation needs at least one (noise, sample) pair, got {self.pairs}")
+
+    @property
+    def base(self) -> RunSpec:
+        """The trained model at the root of the chain (architecture, data)."""
+        return self.teacher if isinstance(self.teacher, RunSpec) else self.teacher.base
+
+    @property
+    def rounds(self) -> int:
+        """1 for a first-round (or non-progressive) student, r for the r-th progressive round."""
+        return 1 + (self.teacher.rounds if isinstance(self.teacher, StudentSpec) else 0)
+
+    @property
+    def prediction(self) -> str:
+        return STUDENT_PREDICTION[self.method]
+
+    @property
+    def sampler_grid(self) -> list[int]:
+        """The student's own sampling grid: half the round's grid (progressive), ``[t_N]`` otherwise (1 step)."""
+        return halve_grid(self.grid, self.schedule.num_steps) if self.method == "progressive" else [self.grid[0]]
+
+
+def num_classes_of(spec: RunSpec | StudentSpec) -> int:
+    """Classes a model is conditioned on (0: unconditional), from its architecture's arguments."""
+    base = spec.base if isinstance(spec, StudentSpec) else spec
+    return int(dict(base.model.kwargs).get("num_classes", 0) or 0)
+
+
+def prediction_of(spec: RunSpec | StudentSpec) -> str:
+    return spec.prediction if isinstance(spec, StudentSpec) else "eps"
+
+
+def build_student(spec: StudentSpec) -> nn.Module:
+    """The student's untrained module: the base architecture, wrapped as a consistency function if needed."""
+    net = spec.base.model.build(seed=spec.train.seed)
+    if spec.method == "consistency":
+        return ConsistencyFunction(net, spec.schedule.build(), t_min=spec.grid[-1], sigma_data=spec.sigma_data)
+    return net
+
+
+def any_model(spec: RunSpec | StudentSpec, cache: ArtifactCache, device: torch.device) -> nn.Module:
+    """The final model of a trained run or a student (trained first if the cache lacks it), eval mode."""
+    if isinstance(spec, RunSpec):
+        return final_model(spec, cache, device)
+    run = train_student(spec, cache, device)
+    model = build_student(spec)
+    model.load_state_dict(run["checkpoints"][spec.train.epochs])
+    return model.to(device).eval()
+
+
+def _teacher_net_state(spec: StudentSpec, cache: ArtifactCache, device: torch.device) -> dict[str, Tensor]:
+    """The weights the student starts from: its teacher's network (a consistency function's inner net)."""
+    teacher = any_model(spec.teacher, cache, device)
+    net = teacher.net if isinstance(teacher, ConsistencyFunction) else teacher
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def teacher_pairs(spec: StudentSpec, cache: ArtifactCache, device: torch.device) -> dict:
+    """One-step distillation's training set, drawn once and cached: ``pairs`` noises ``x_T`` (one stream per
+    pair), labels ``i mod K`` for a conditional teacher, and the teacher's DDIM (``eta = 0``) sample of each on
+    ``spec.grid``; ``{"noise", "samples", "labels", "seconds"}``."""
+    teacher_spec = spec.teacher
+    key = (teacher_spec, spec.grid, spec.pairs, spec.train.seed, spec.clip_denoised)
+
+    def build(_workdir) -> dict:
+        teacher = any_model(teacher_spec, cache, device)
+        data = cached_dataset(spec.base.data, "train")
+        started = time.perf_counter()
+        noise = randn((spec.pairs, *data.sample_shape), sample_generators(spec.train.seed + 1, spec.pairs), "cpu")
+        classes = num_classes_of(teacher_spec)
+        labels = torch.arange(spec.pairs) % classes if classes else None
+        chunks = []
+        for start in range(0, spec.pairs, PAIR_BATCH):
+            cond = {"y": labels[start : start + PAIR_BATCH].to(device)} if labels is not None else None
+            chunks.append(
+                ddim_sample(
+                    teacher,
+                    noise[start : start + PAIR_BATCH],
+                    spec.grid,
+                    spec.schedule.build(),
+                    cond=cond,
+                    clip_denoised=spec.clip_denoised,
+                    prediction=prediction_of(teacher_spec),
+                ).cpu()
+            )
+        return {
+            "noise": noise,
+            "samples": torch.cat(chunks),
+            "labels": labels,
+            "seconds": time.perf_counter() - started,
+        }
+
+    return cache.get_or_build("distill_pairs", key, build, version=STUDENT_RECIPE_VERSION, device=device)
+
+
+PAIR_BATCH = 500
+
+
+def _student_loss_and_data(
+    spec: StudentSpec, cache: ArtifactCache, device: torch.device
+) -> tuple[Callable, Dataset, list[int], float]:
+    """(loss, training set, training timesteps, seconds spent before training) of a student."""
+    schedule = spec.schedule.build()
+    if spec.method == "one_step":
+        pairs = teacher_pairs(spec, cache, device)
+        data = cached_dataset(spec.base.data, "train")
+        labels = pairs["labels"]
+        dataset = Dataset(data.name, "pairs", pairs["samples"], labels, num_classes_of(spec), pairs["noise"])
+        return one_step_loss, dataset, [spec.grid[0]], pairs["seconds"]
+    teacher = any_model(spec.teacher, cache, device)
+    kwargs = {"teacher_prediction": prediction_of(spec.teacher), "clip_denoised": spec.clip_denoised}
+    dataset = cached_dataset(spec.base.data, "train")
+    if spec.method == "progressive":
+        loss = ProgressiveDistillationLoss(teacher, schedule, spec.grid, **kwargs)
+        return loss, dataset, loss.student_grid, 0.0
+    loss = ConsistencyDistillationLoss(teacher, schedule, spec.grid, target_decay=spec.target_decay, **kwargs)
+    return loss, dataset, loss.train_timesteps, 0.0
+
+
+def train_student(spec: StudentSpec, cache: ArtifactCache, device: torch.device, progress: bool = False) -> dict:
+    """The trained student of ``spec``: ``{"checkpoints", "history", "setup_seconds"}``, trained once per cache
+    by the one trainer (resuming from the scratch directory's checkpoints if a build was interrupted), starting
+    from its teacher's weights."""
+
+    def build(workdir) -> dict:
+        loss, dataset, train_timesteps, setup_seconds = _student_loss_and_data(spec, cache, device)
+        model = build_student(spec)
+        net = model.net if isinstance(model, ConsistencyFunction) else model
+        net.load_state_dict(_teacher_net_state(spec, cache, device))
+        result = train(
+            model,
+            spec.schedule.build(),
+            dataset,
+            spec.train,
+            device=device,
+            checkpoint_dir=workdir / "checkpoints",
+            loss_fn=loss,
+            timesteps=train_timesteps,
+            progress=progress,
+        )
+        return {"checkpoints": result.checkpoints, "history": result.history, "setup_seconds": setup_seconds}
+
+    return cache.get_or_build("students", spec, build, version=STUDENT_RECIPE_VERSION, device=device)
+
+
+def training_cost(spec: StudentSpec, cache: ArtifactCache, device: torch.device) -> dict[str, float]:
+    """Optimiser steps and seconds spent to obtain this student, earlier progressive rounds and the one-step
+    pairs' generation included (the teacher's own training excluded: every method shares it)."""
+    run = train_student(spec, cache, device)
+    steps = run["history"][-1]["steps"]
+    seconds = run["setup_seconds"] + sum(row["seconds"] for row in run["history"])
+    if isinstance(spec.teacher, StudentSpec):
+        earlier = training_cost(spec.teacher, cache, device)
+        steps, seconds = steps + earlier["train_steps"], seconds + earlier["train_seconds"]
+    return {"train_steps": float(steps), "train_seconds": float(seconds)}

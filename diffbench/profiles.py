@@ -68,6 +68,64 @@ class GuidanceScale:
 
 
 @dataclass(frozen=True)
+class StudentBudget:
+    """Training budget of one distilled student (one progressive round, the one-step or the consistency student):
+    epochs over its training set (the data, or the one-step pairs) at ``batch_size`` and ``lr``."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class SamplersPanel:
+    """One teacher's panel of the samplers family (seed 004's DDPM vs DDIM, seed 000's progressive distillation)."""
+
+    ddim_steps: tuple[int, ...]  # DDIM step counts, each at every eta below
+    etas: tuple[float, ...]
+    eval_samples: int  # samples per cell (the same initial noise per sample in every cell)
+    reference_steps: int  # the teacher's DDIM step count that defines "the teacher's output" for a noise
+    reference_samples: int  # the first K samples of every cell compared with that reference
+    grid_rows: int  # digits: samples per class kept for the image grids
+    progressive_start: int  # the teacher's step count that progressive distillation starts from (N = 2^k)
+    progressive: StudentBudget  # per round
+    one_step_pairs: int  # (noise, teacher sample) pairs for one-step distillation
+    one_step_teacher_steps: int  # the teacher's DDIM steps that draw those samples
+    one_step: StudentBudget
+    consistency_grid: int  # N: the consistency-distillation discretisation
+    consistency: StudentBudget
+    consistency_target_decay: float  # mu of the target network
+
+
+@dataclass(frozen=True)
+class SamplersScale:
+    image: SamplersPanel  # the size_factors teacher (class-conditional UNet)
+    gmm: SamplersPanel  # the batch_configs baseline (MLP on the 2-D GMM)
+
+
+SEED_004_DDIM_STEPS = (1, 2, 4, 10, 20, 50, 100)
+
+
+def _gmm_panel(eval_samples: int, student_epochs: int) -> SamplersPanel:
+    return SamplersPanel(
+        ddim_steps=SEED_004_DDIM_STEPS,
+        etas=(0.0, 1.0),
+        eval_samples=eval_samples,
+        reference_steps=1000,
+        reference_samples=eval_samples,
+        grid_rows=0,
+        progressive_start=16,
+        progressive=StudentBudget(student_epochs, 128, 1e-4),
+        one_step_pairs=4096,
+        one_step_teacher_steps=100,
+        one_step=StudentBudget(4 * student_epochs, 128, 1e-3),
+        consistency_grid=18,
+        consistency=StudentBudget(6 * student_epochs, 128, 1e-3),
+        consistency_target_decay=0.95,
+    )
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -75,6 +133,7 @@ class Profile:
     batch_configs: BatchConfigsScale
     size_factors: SizeFactorsScale
     guidance: GuidanceScale
+    samplers: SamplersScale
 
 
 PROFILES: dict[str, Profile] = {
@@ -112,6 +171,25 @@ PROFILES: dict[str, Profile] = {
             classifier_epochs=30,
             classifier_timesteps=(0, 250, 500, 750, 950),
         ),
+        samplers=SamplersScale(
+            image=SamplersPanel(
+                ddim_steps=SEED_004_DDIM_STEPS,
+                etas=(0.0, 1.0),
+                eval_samples=100,  # FID is compared at equal n only (n is in every row)
+                reference_steps=1000,
+                reference_samples=32,
+                grid_rows=2,
+                progressive_start=16,
+                progressive=StudentBudget(4, 64, 5e-4),
+                one_step_pairs=500,
+                one_step_teacher_steps=50,
+                one_step=StudentBudget(25, 64, 1e-3),
+                consistency_grid=18,
+                consistency=StudentBudget(8, 64, 5e-4),
+                consistency_target_decay=0.95,
+            ),
+            gmm=_gmm_panel(eval_samples=2000, student_epochs=10),
+        ),
     ),
     "standard": Profile(
         name="standard",
@@ -146,6 +224,25 @@ PROFILES: dict[str, Profile] = {
             grid_rows=8,
             classifier_epochs=20,
             classifier_timesteps=(0, 250, 500, 750, 950),
+        ),
+        samplers=SamplersScale(
+            image=SamplersPanel(
+                ddim_steps=SEED_004_DDIM_STEPS,
+                etas=(0.0, 1.0),
+                eval_samples=5000,
+                reference_steps=1000,
+                reference_samples=500,
+                grid_rows=8,
+                progressive_start=256,
+                progressive=StudentBudget(10, 128, 1e-4),
+                one_step_pairs=50000,
+                one_step_teacher_steps=100,
+                one_step=StudentBudget(50, 128, 1e-4),
+                consistency_grid=40,
+                consistency=StudentBudget(50, 128, 1e-4),
+                consistency_target_decay=0.95,
+            ),
+            gmm=_gmm_panel(eval_samples=5000, student_epochs=50),
         ),
     ),
     "paper": Profile(
@@ -183,6 +280,26 @@ PROFILES: dict[str, Profile] = {
             grid_rows=8,
             classifier_epochs=50,
             classifier_timesteps=(0, 1000, 2000, 3000, 3900),
+        ),
+        # Salimans & Ho 2022 distil CIFAR-10 from 1024 steps down to 1; Song et al. 2023 use N = 18 with mu = 0.95.
+        samplers=SamplersScale(
+            image=SamplersPanel(
+                ddim_steps=SEED_004_DDIM_STEPS,
+                etas=(0.0, 1.0),
+                eval_samples=10000,
+                reference_steps=4000,
+                reference_samples=1000,
+                grid_rows=8,
+                progressive_start=1024,
+                progressive=StudentBudget(50, 128, 1e-4),
+                one_step_pairs=100000,
+                one_step_teacher_steps=100,
+                one_step=StudentBudget(100, 128, 1e-4),
+                consistency_grid=18,
+                consistency=StudentBudget(200, 128, 4e-4),
+                consistency_target_decay=0.95,
+            ),
+            gmm=_gmm_panel(eval_samples=10000, student_epochs=100),
         ),
     ),
 }

@@ -193,6 +193,70 @@ def _check_generator(generator: Generators | None, batch: int) -> None:
         raise ValueError(f"got {len(generator)} per-sample generators for a batch of {batch}")
 
 
+PREDICTIONS = ("eps", "v", "x0")
+
+
+def predict_x0_eps(
+    output: Tensor, x_t: Tensor, abar_t: Tensor | float, prediction: str = "eps"
+) -> tuple[Tensor, Tensor]:
+    """``(x0, eps)`` implied by a network ``output`` at ``x_t`` with ``abar_t`` (a float or a tensor broadcastable
+    to ``x_t``), for each parameterisation of ``x_t = alpha x0 + sigma eps`` (``alpha = sqrt(abar_t)``,
+    ``sigma = sqrt(1 - abar_t)``):
+
+    - ``"eps"`` (Ho et al. 2020): ``x0 = (x_t - sigma eps) / alpha``;
+    - ``"v"`` (Salimans & Ho 2022, sec. 4): ``v = alpha eps - sigma x0``, so ``x0 = alpha x_t - sigma v`` and
+      ``eps = sigma x_t + alpha v`` (no division: well-defined at SNR 0, where an eps-model cannot give x0);
+    - ``"x0"``: ``eps = (x_t - alpha x0) / sigma``.
+    """
+    abar = torch.as_tensor(abar_t, dtype=torch.float64)
+    alpha = abar.sqrt().to(dtype=x_t.dtype, device=x_t.device)
+    sigma = (1 - abar).sqrt().to(dtype=x_t.dtype, device=x_t.device)
+    if prediction == "eps":
+        return (x_t - sigma * output) / alpha, output
+    if prediction == "v":
+        return alpha * x_t - sigma * output, sigma * x_t + alpha * output
+    if prediction == "x0":
+        return output, (x_t - alpha * output) / sigma
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def ddim_step(x0: Tensor, eps: Tensor, abar_prev: Tensor | float, sigma: Tensor | float = 0.0) -> Tensor:
+    """The deterministic part of DDIM's update (Song et al. 2021, eq. 12) to ``abar_prev`` (``1`` after the last
+    step): ``sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps``; the caller adds ``sigma z``."""
+    abar_prev = torch.as_tensor(abar_prev, dtype=torch.float64)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    direction = (1 - abar_prev - sigma**2).clamp(min=0).sqrt().to(dtype=x0.dtype, device=x0.device)
+    return abar_prev.sqrt().to(dtype=x0.dtype, device=x0.device) * x0 + direction * eps
+
+
+def denoise(
+    model: EpsModel,
+    x_t: Tensor,
+    t: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    prediction: str = "eps",
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(x0, eps)`` of ``model`` at ``x_t`` and per-sample timesteps ``t`` ``[B]`` (long): the output read as
+    ``prediction`` (see :func:`predict_x0_eps`); ``clip_denoised = c`` clamps ``x0`` to ``[-c, c]`` and recomputes
+    ``eps`` from it, so the step stays on the line through ``x_t``."""
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    abar = schedule.alpha_bar[t.cpu()].reshape(shape)
+    x0, eps = predict_x0_eps(model(x_t, t, **(cond or {})), x_t, abar, prediction)
+    if clip_denoised is not None:
+        x0 = x0.clamp(-clip_denoised, clip_denoised)
+        _, eps = predict_x0_eps(x0, x_t, abar, "x0")
+    return x0, eps
+
+
+def check_eta(eta: float) -> float:
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    return eta
+
+
 @torch.no_grad()
 def ddim_sample(
     model: EpsModel,
@@ -204,6 +268,7 @@ def ddim_sample(
     generator: Generators | None = None,
     cond: dict | None = None,
     clip_denoised: float | None = None,
+    prediction: str = "eps",
     callback: SamplerCallback | None = None,
     progress: bool = False,
 ) -> Tensor:
@@ -214,20 +279,21 @@ def ddim_sample(
     the last timestep, so the last step returns the ``x0`` estimate. ``eta = 0`` (default) is deterministic
     given ``x_T`` and needs no generator; ``eta`` in ``(0, 1]`` draws ``z`` from ``generator`` (one, or one per
     sample); ``eta = 1`` on the full grid is DDPM. ``clip_denoised = c`` clamps ``x0`` to ``[-c, c]`` and
-    recomputes ``eps`` from it. ``x_T`` is moved to the model's device; the model is called as
+    recomputes ``eps`` from it. ``prediction`` says what the model outputs (``"eps"``, ``"v"`` or ``"x0"``, see
+    :func:`predict_x0_eps`). ``x_T`` is moved to the model's device; the model is called as
     ``model(x_t, t [B] long, **cond)``. ``callback`` gets a ``SamplerStep`` after every step.
     Returns the samples ``[B, ...]``.
     """
     timesteps = check_timesteps(timesteps, schedule.num_steps)
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    check_eta(eta)
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if eta > 0 and generator is None:
         raise ValueError(
             f"eta = {eta} > 0 adds noise every step: pass a torch.Generator (or one per sample); "
             "samplers never use the global RNG"
         )
     _check_generator(generator, x_T.shape[0])
-    cond = cond or {}
     device = device_of(model)
     x = x_T.to(device)
     abar = schedule.alpha_bar
@@ -236,19 +302,45 @@ def ddim_sample(
         a_t = abar[t]
         a_prev = abar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
         t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-        eps = model(x, t_batch, **cond)
-        x0 = (x - (1 - a_t).sqrt().item() * eps) / a_t.sqrt().item()
-        if clip_denoised is not None:
-            x0 = x0.clamp(-clip_denoised, clip_denoised)
-            eps = (x - a_t.sqrt().item() * x0) / (1 - a_t).sqrt().item()
+        x0, eps = denoise(model, x, t_batch, schedule, prediction=prediction, cond=cond, clip_denoised=clip_denoised)
         sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
-        direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
-        x_prev = a_prev.sqrt().item() * x0 + direction.item() * eps
+        x_prev = ddim_step(x0, eps, a_prev, sigma)
         if sigma > 0:
             x_prev = x_prev + sigma.item() * randn(x.shape, generator, device)
         if callback is not None:
             callback(SamplerStep(i=i, t=t, t_prev=t_prev, x_t=x, x0=x0, eps=eps, x_prev=x_prev))
         x = x_prev
+    return x
+
+
+@torch.no_grad()
+def consistency_sample(
+    model: EpsModel,
+    x_T: Tensor,
+    timesteps: Sequence[int] | Tensor,
+    schedule: NoiseSchedule,
+    *,
+    generator: Generators | None = None,
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+) -> Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1) with a model that outputs ``x0`` (a
+    consistency function): ``x = f(x_T, t_0)``; then for each further ``t_k``: re-noise
+    ``x_{t_k} = sqrt(abar) x + sqrt(1 - abar) z`` (a fresh ``q(x_t | x0)`` draw) and ``x = f(x_{t_k}, t_k)``.
+    One timestep is the 1-step sampler and needs no generator. Returns ``[B, ...]``."""
+    timesteps = check_timesteps(timesteps, schedule.num_steps)
+    if len(timesteps) > 1 and generator is None:
+        raise ValueError("multistep consistency sampling re-noises between steps: pass a torch.Generator")
+    _check_generator(generator, x_T.shape[0])
+    device = device_of(model)
+    x = x_T.to(device)
+    for i, t in enumerate(timesteps):
+        t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+        if i > 0:
+            x = schedule.add_noise(x, t_batch, randn(x.shape, generator, device))
+        x = model(x, t_batch, **(cond or {}))
+        if clip_denoised is not None:
+            x = x.clamp(-clip_denoised, clip_denoised)
     return x
 
 

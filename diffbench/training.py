@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,12 +96,27 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-LossFn = Callable[[nn.Module, Tensor, Tensor, dict], Tensor]
+@dataclass(frozen=True)
+class TrainBatch:
+    """One training batch as a loss sees it: the clean ``x0`` ``[B, ...]``, the timesteps ``t`` ``[B]``, the noise
+    ``noise`` (drawn, or the dataset's paired noise), ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` and the
+    model's conditioning ``cond`` (``{"y": labels}`` after label dropout, or empty)."""
+
+    x0: Tensor
+    x_t: Tensor
+    t: Tensor
+    noise: Tensor
+    cond: dict
 
 
-def epsilon_loss(model: nn.Module, x_t: Tensor, t: Tensor, noise: Tensor, cond: dict) -> Tensor:
+# A loss maps (model, batch) to a scalar. A loss object with ``state_dict()`` / ``load_state_dict()`` (e.g.
+# consistency distillation's target network) is checkpointed with the model and restored on resume.
+LossFn = Callable[[nn.Module, TrainBatch], Tensor]
+
+
+def epsilon_loss(model: nn.Module, batch: TrainBatch) -> Tensor:
     """Ho et al. 2020 eq. 14: mean squared error between the true and predicted noise."""
-    return torch.mean((model(x_t, t, **cond) - noise) ** 2)
+    return torch.mean((model(batch.x_t, batch.t, **batch.cond) - batch.noise) ** 2)
 
 
 def _checkpoint_path(directory: Path, epoch: int) -> Path:
@@ -148,7 +163,8 @@ def train(
     *,
     device: torch.device | str = "cpu",
     checkpoint_dir: str | Path | None = None,
-    loss_fn: Callable[..., Tensor] = epsilon_loss,
+    loss_fn: LossFn = epsilon_loss,
+    timesteps: Sequence[int] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -159,9 +175,22 @@ def train(
     run continues bit-identically. The per-epoch log is also appended to ``checkpoint_dir/metrics.jsonl``.
     Class labels are passed as ``y`` to models with ``num_classes > 0``; with ``label_dropout`` a fraction of
     them is replaced by the null label ``num_classes`` (classifier-free guidance training).
+
+    ``loss_fn(model, TrainBatch)`` is the objective (default: :func:`epsilon_loss`); ``timesteps`` restricts the
+    training timesteps to a set (drawn uniformly from it; default: all of ``[0, T)``), as step distillation
+    trains only on its sampler's grid. A dataset with ``noise`` (one-step distillation's (noise, teacher sample)
+    pairs) hands each sample its own noise instead of a fresh draw.
     """
     device = torch.device(device)
     model.to(device)
+    allowed_t = None
+    if timesteps is not None:
+        allowed_t = torch.tensor(sorted(set(timesteps)), dtype=torch.long)
+        if len(allowed_t) == 0 or allowed_t.min() < 0 or allowed_t.max() >= schedule.num_steps:
+            raise ValueError(
+                f"training timesteps must be a non-empty subset of [0, {schedule.num_steps - 1}], got {timesteps}"
+            )
+    stateful_loss = callable(getattr(loss_fn, "state_dict", None))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     opt = OPTIMIZERS[config.optimizer](
         model.parameters(), lr=config.effective_lr, betas=config.betas, weight_decay=config.weight_decay
@@ -181,6 +210,8 @@ def train(
             opt.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"].cpu())
             ema = state["ema"]
+            if stateful_loss:
+                loss_fn.load_state_dict(state["loss"])
             history = [dict(row) for row in state["history"]]
             start_epoch = int(state["epoch"])
             for path in saved:
@@ -191,6 +222,7 @@ def train(
 
     x_all = dataset.x.to(device)
     y_all = dataset.y.to(device) if dataset.y is not None else None
+    paired_noise = dataset.noise.to(device) if dataset.noise is not None else None
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     n = len(x_all)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -214,15 +246,20 @@ def train(
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size].to(device)
             x0 = x_all[idx]
-            t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
+            if allowed_t is None:
+                t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
+            else:
+                t = allowed_t[torch.randint(len(allowed_t), (len(idx),), generator=generator)]
             noise = torch.randn(x0.shape, generator=generator).to(device)
+            if paired_noise is not None:
+                noise = paired_noise[idx]
             cond = {}
             if num_classes and y_all is not None:
                 y = y_all[idx]
                 drop = torch.rand(len(idx), generator=generator).to(device) < config.label_dropout
                 cond["y"] = torch.where(drop, torch.full_like(y, num_classes), y)
-            x_t = schedule.add_noise(x0, t.to(device), noise)
-            loss = loss_fn(model, x_t, t.to(device), noise, cond)
+            t = t.to(device)
+            loss = loss_fn(model, TrainBatch(x0, schedule.add_noise(x0, t, noise), t, noise, cond))
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -258,6 +295,7 @@ def train(
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "ema": ema,
+                        "loss": loss_fn.state_dict() if stateful_loss else None,
                         "generator": generator.get_state(),
                         "history": history,
                         "config": json.dumps(asdict(config)),

@@ -276,7 +276,7 @@ class _Scalar(nn.Module):
         self.w = nn.Parameter(torch.ones((), dtype=torch.float64))
 
 
-def _jump_to_zero(model: nn.Module, x_t, t, noise, cond) -> torch.Tensor:
+def _jump_to_zero(model: nn.Module, batch) -> torch.Tensor:
     """Set ``w`` to 0 and return a loss with zero gradient, so every optimiser step leaves ``w = 0``: the EMA of
     ``w`` after N steps is then exactly the initial weight's share ``prod_k d_k``."""
     with torch.no_grad():

@@ -572,3 +572,104 @@ def tradeoff_panels(
         ax.grid(alpha=0.3)
     _shared_legend(fig, list(axes), max_cols=len(labels))
     return fig
+
+
+# --- samplers: Pareto fronts, 2-D point sets ------------------------------------------------------------------
+
+
+def pareto_panels(
+    points: pd.DataFrame,
+    x: str,
+    metrics: Sequence[str],
+    labels: Sequence[str],
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    annotate: str | None = None,
+    log_x: bool = True,
+    log_y: Sequence[str] = (),
+    ncols: int = 3,
+) -> Figure:
+    """One panel per metric: ``value`` vs column ``x`` as points, one colour and marker per label (``styles``: its
+    ``color`` and ``marker``), each label's points joined thinly in ``x`` order; the points whose ``front`` column
+    is true are ringed in black and joined by a black step line, the Pareto front (one shared legend).
+
+    ``points`` is long-form with columns ``label``, ``x``, ``metric``, ``value``, ``front`` (bool) and, when given,
+    ``annotate`` (each point written with it, ``:g``). ``log_x``: logarithmic x axis (values must be positive);
+    metrics in ``log_y`` get a logarithmic y axis."""
+    styles = styles or {label: {"color": color} for label, color in label_colors(labels).items()}
+    ncols = max(1, min(ncols, len(metrics)))
+    nrows = max(1, math.ceil(len(metrics) / ncols))
+    fig = Figure(figsize=(4.4 * ncols, 3.4 * nrows + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        rows = points[(points["metric"] == metric) & points[x].notna() & points["value"].notna()]
+        for label in labels:
+            line = rows[rows["label"] == label].sort_values(x)
+            if not len(line):
+                continue
+            style = styles.get(label, {})
+            color, marker = style.get("color"), style.get("marker", "o")
+            ax.plot(line[x], line["value"], color=color, linewidth=0.8, alpha=0.5, linestyle=style.get("linestyle"))
+            ax.scatter(line[x], line["value"], color=color, marker=marker, s=28, label=label, zorder=3)
+            if annotate is not None:
+                for px, py, text in zip(line[x], line["value"], line[annotate], strict=True):
+                    ax.annotate(_tick_label(text), (px, py), xytext=(3, 3), textcoords="offset points", fontsize=6)
+        front = rows[rows["front"].astype(bool)].sort_values(x)
+        if len(front):
+            ax.scatter(
+                front[x],
+                front["value"],
+                s=90,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+                label="Pareto front",
+            )
+            ax.step(front[x], front["value"], where="post", color="black", linewidth=1.0, linestyle="--", zorder=2)
+        ax.set_xscale("log" if log_x else "linear")
+        if metric in log_y:
+            ax.set_yscale("log")
+        ax.set_title(metric + (" (log)" if metric in log_y else ""), fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    _shared_legend(fig, list(axes.flat), max_cols=min(8, max(4, len(labels) + 1)))
+    return fig
+
+
+def point_panels(
+    samples: Mapping[str, np.ndarray],
+    ncols: int = 5,
+    colors: Mapping[str, object] | None = None,
+    lim: float | None = None,
+) -> Figure:
+    """Small multiples of 2-D point sets: one panel per title, its points ``[n, >= 2]`` (first two coordinates)
+    scattered with equal aspect; every panel has the same limits ``[-lim, lim]``, so spreads compare across panels.
+    The default ``lim`` is 1.15 x the largest 99th percentile of |coordinate| over the sets, but at most 3 x their
+    median, so one diverging set does not shrink the others; a panel with points outside the limits says how many
+    in its title. ``colors`` maps a title to its colour."""
+    titles = list(samples)
+    colors = colors or {}
+    arrays = [np.asarray(samples[t], dtype=float)[:, :2] for t in titles]
+    finite = [a[np.isfinite(a).all(axis=1)] for a in arrays]
+    if lim is None:
+        spreads = [float(np.percentile(np.abs(a), 99)) for a in finite if len(a)]
+        lim = 1.15 * min(max(spreads), 3 * float(np.median(spreads))) if spreads else 1.0
+        lim = lim if lim > 0 else 1.0
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    fig = Figure(figsize=(2.6 * ncols, 2.7 * nrows + 0.2), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, title, points in zip(axes.flat, titles, finite, strict=False):
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=colors.get(title, "C0"), rasterized=True)
+        outside = int((np.abs(points) > lim).any(axis=1).sum())
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=6)
+        ax.set_title(title + (f" ({outside} outside)" if outside else ""), fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(titles) :]:
+        ax.set_visible(False)
+    return fig
