@@ -2,15 +2,14 @@
 
 Rows come from :mod:`diffbench.families.samplers` (only the rows are read here). Quality rows have ``panel``
 (``image``: the size_factors teacher, a class-conditional UNet (16x16 digits at smoke scale); ``gmm``: an MLP
-teacher on a ring of 8 Gaussians),
-``method`` (``ddpm``, ``ddim``, ``progressive``, ``one_step``, ``consistency``), ``steps``, ``eta`` (ddpm, ddim and
-progressive only), ``spacing``, ``n``, ``n_real`` (image) and ``model``; their metrics are
-``network_evaluations``, ``teacher_deviation`` (RMS difference from the teacher's 1000-step DDIM output for the same
-noise), ``train_steps`` and ``train_seconds`` for distilled students, the domain FID with its bootstrap interval,
-KID, class accuracy and diversity (image) or MMD, W2, mode coverage, high-quality fraction and mode balance (gmm),
-and a ``samples`` array (image: images ``[N, 1, H, W]`` in ``[-1, 1]``, sample ``i`` of class ``i mod 10``; gmm:
-points ``[N, 2]``). Timing rows (``sampling_seconds_per_image``, absent unless the serial timing pass ran) have
-``panel``, ``method``, ``steps``, ``eta`` and ``spacing``.
+teacher on a ring of 8 Gaussians), ``method`` (``ddpm``, ``ddim``, ``progressive``, ``one_step``, ``consistency``),
+``steps``, ``eta`` (ddpm, ddim and progressive only), ``spacing``, ``n``, ``n_real`` (image) and ``model``; their
+metrics are ``network_evaluations``, ``teacher_deviation`` (RMS difference from the teacher's many-step reference
+DDIM output for the same noise), ``train_steps`` and ``train_seconds`` for distilled students, the domain FID with
+its bootstrap interval, KID, class accuracy and diversity (image) or MMD, W2, mode coverage, high-quality fraction
+and mode balance (gmm), and a ``samples`` array (image: images ``[N, 1, H, W]`` in ``[-1, 1]``, sample ``i`` of
+class ``i mod 10``; gmm: points ``[N, 2]``). Timing rows (``sampling_seconds_per_image``, absent unless the serial
+timing pass ran) have ``panel``, ``method``, ``steps``, ``eta`` and ``spacing``.
 
 A *series* is one sampler line: (method, eta), e.g. ``DDIM η=0``, ``DDIM η=1``, ``DDPM``, ``progressive``; the
 spacing joins the label only when the rows hold several spacings. The functions that shape rows are pure;
@@ -477,7 +476,8 @@ def _vs_evaluations_items(table: pd.DataFrame, styles: dict, out: Out) -> list[N
             f"{panel}: {', '.join(metrics)} vs network evaluations per sample (log x), one line per sampler "
             "(solid: the teacher's samplers; dashed: distilled students)"
             + ("; FID bars: bootstrap interval" if "fid" in metrics else "")
-            + f". {DEVIATION} is the RMS distance from the teacher's 1000-step DDIM output for the same noise "
+            + f". {DEVIATION} is the RMS distance from the teacher's many-step reference DDIM output (1000 steps at "
+            "smoke scale) for the same noise "
             "(lower = closer)."
         )
         items.append(out.figure(fig, f"quality_vs_evaluations_{panel}", long, caption))
@@ -637,7 +637,7 @@ def _distillation_items(table: pd.DataFrame, out: Out) -> list[Note | Table]:
         return [Note("No distilled students (progressive, one-step, consistency): distillation table skipped.")]
     caption = (
         "Distilled students beside the teacher's own DDIM η=0 at the same step count: FID with its bootstrap "
-        f"interval and class accuracy (image), W2 (gmm), {DEVIATION} (RMS distance from the teacher's 1000-step "
+        f"interval and class accuracy (image), W2 (gmm), {DEVIATION} (RMS distance from the teacher's reference "
         "DDIM output, same noise) and the cumulative training cost of the student (steps and seconds, incl. earlier "
         "progressive rounds and pair generation)."
     )
