@@ -34,7 +34,15 @@ from diffbench.metrics.distribution import (
 from diffbench.metrics.fid import FIDResult, FIDSampleSizeWarning, domain_features, extract_features, fid
 from diffbench.models import ModelConfig, device_of
 from diffbench.models.classifier import train_classifier
-from diffbench.sampling import EpsModel, TrajectoryRecorder, ddim_sample, randn, sample_generators, uniform_timesteps
+from diffbench.sampling import (
+    EpsModel,
+    TrajectoryRecorder,
+    consistency_sample,
+    ddim_sample,
+    randn,
+    sample_generators,
+    uniform_timesteps,
+)
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
 from diffbench.training import TrainConfig, epsilon_loss, train
 
@@ -277,6 +285,7 @@ STUDENT_METHODS = ("progressive", "one_step", "consistency")
 STUDENT_PREDICTION = {"progressive": "v", "one_step": "x0", "consistency": "x0"}
 # Recipe of the step-reduction students and their teacher pairs; bump when what a StudentSpec produces changes.
 STUDENT_RECIPE_VERSION = 1
+PAIR_BATCH = 500  # teacher samples drawn per chunk for the one-step pairs
 
 
 @dataclass(frozen=True)
@@ -365,6 +374,53 @@ def _teacher_net_state(spec: StudentSpec, cache: ArtifactCache, device: torch.de
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+def class_labels(n: int, num_classes: int) -> Tensor | None:
+    """Sample ``i`` asks for class ``i mod K`` (balanced, the same in every cell); ``None`` when unconditional."""
+    return torch.arange(n) % num_classes if num_classes else None
+
+
+def draw_samples(
+    model: nn.Module,
+    x_T: Tensor,
+    timesteps: list[int] | tuple[int, ...],
+    schedule: NoiseSchedule,
+    *,
+    labels: Tensor | None = None,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    clip_denoised: float | None = None,
+    prediction: str = "eps",
+    batch_size: int,
+) -> Tensor:
+    """``ddim_sample`` (or ``consistency_sample`` with ``sampler="consistency"``) of ``x_T`` ``[N, ...]`` in chunks
+    of ``batch_size`` on the model's device, with labels ``y`` for a conditional model; returns ``[N, ...]`` on the
+    CPU. One ``generator`` (the per-step noise) runs through the chunks in order."""
+    device = device_of(model)
+    chunks = []
+    for start in range(0, len(x_T), batch_size):
+        end = start + batch_size
+        cond = {"y": labels[start:end].to(device)} if labels is not None else None
+        if sampler == "consistency":
+            out = consistency_sample(
+                model, x_T[start:end], timesteps, schedule, generator=generator, cond=cond, clip_denoised=clip_denoised
+            )
+        else:
+            out = ddim_sample(
+                model,
+                x_T[start:end],
+                timesteps,
+                schedule,
+                eta=eta,
+                generator=generator,
+                cond=cond,
+                clip_denoised=clip_denoised,
+                prediction=prediction,
+            )
+        chunks.append(out.cpu())
+    return torch.cat(chunks)
+
+
 def teacher_pairs(spec: StudentSpec, cache: ArtifactCache, device: torch.device) -> dict:
     """One-step distillation's training set, drawn once and cached: ``pairs`` noises ``x_T`` (one stream per
     pair), labels ``i mod K`` for a conditional teacher, and the teacher's DDIM (``eta = 0``) sample of each on
@@ -377,33 +433,25 @@ def teacher_pairs(spec: StudentSpec, cache: ArtifactCache, device: torch.device)
         data = cached_dataset(spec.base.data, "train")
         started = time.perf_counter()
         noise = randn((spec.pairs, *data.sample_shape), sample_generators(spec.train.seed + 1, spec.pairs), "cpu")
-        classes = num_classes_of(teacher_spec)
-        labels = torch.arange(spec.pairs) % classes if classes else None
-        chunks = []
-        for start in range(0, spec.pairs, PAIR_BATCH):
-            cond = {"y": labels[start : start + PAIR_BATCH].to(device)} if labels is not None else None
-            chunks.append(
-                ddim_sample(
-                    teacher,
-                    noise[start : start + PAIR_BATCH],
-                    spec.grid,
-                    spec.schedule.build(),
-                    cond=cond,
-                    clip_denoised=spec.clip_denoised,
-                    prediction=prediction_of(teacher_spec),
-                ).cpu()
-            )
+        labels = class_labels(spec.pairs, num_classes_of(teacher_spec))
+        samples = draw_samples(
+            teacher,
+            noise,
+            spec.grid,
+            spec.schedule.build(),
+            labels=labels,
+            clip_denoised=spec.clip_denoised,
+            prediction=prediction_of(teacher_spec),
+            batch_size=PAIR_BATCH,
+        )
         return {
             "noise": noise,
-            "samples": torch.cat(chunks),
+            "samples": samples,
             "labels": labels,
             "seconds": time.perf_counter() - started,
         }
 
     return cache.get_or_build("distill_pairs", key, build, version=STUDENT_RECIPE_VERSION, device=device)
-
-
-PAIR_BATCH = 500
 
 
 def _student_loss_and_data(

@@ -26,13 +26,15 @@ import torch
 from torch import Tensor
 
 from diffbench.cache import ArtifactCache
-from diffbench.distill import ConsistencyFunction, consistency_midpoint, progressive_grids
+from diffbench.distill import consistency_midpoint, progressive_grids
 from diffbench.experiments import (
     RunSpec,
     StudentSpec,
     any_model,
     build_student,
     cached_dataset,
+    class_labels,
+    draw_samples,
     gmm_sample_metrics,
     image_quality,
     num_classes_of,
@@ -47,8 +49,6 @@ from diffbench.profiles import Profile, SamplersPanel, StudentBudget
 from diffbench.sampling import (
     TIMESTEP_SPACINGS,
     check_eta,
-    consistency_sample,
-    ddim_sample,
     randn,
     sample_generators,
     timesteps,
@@ -231,37 +231,30 @@ class SampleSpec:
     clip_denoised: float | None
 
 
+def _sample(spec: SampleSpec, model: torch.nn.Module, x_T: Tensor) -> Tensor:
+    """``spec``'s sampler run by ``model`` from ``x_T``; per-step noise from one generator seeded ``seed + 1``."""
+    noisy = spec.eta > 0 or (spec.sampler == "consistency" and len(spec.grid) > 1)
+    return draw_samples(
+        model,
+        x_T,
+        spec.grid,
+        spec.model.schedule.build(),
+        labels=class_labels(len(x_T), num_classes_of(spec.model)),
+        sampler=spec.sampler,
+        eta=spec.eta,
+        generator=torch.Generator().manual_seed(spec.seed + 1) if noisy else None,
+        clip_denoised=spec.clip_denoised,
+        prediction=prediction_of(spec.model),
+        batch_size=SAMPLE_BATCH,
+    )
+
+
 def _draw(spec: SampleSpec, cache: ArtifactCache, device: torch.device) -> Tensor:
-    model = any_model(spec.model, cache, device)
     base = spec.model.base if isinstance(spec.model, StudentSpec) else spec.model
-    data, schedule = cached_dataset(base.data, "train"), spec.model.schedule.build()
-    x_T = randn((spec.n, *data.sample_shape), sample_generators(spec.seed, spec.n), "cpu")
-    classes = num_classes_of(spec.model)
-    labels = torch.arange(spec.n) % classes if classes else None
-    step_noise = torch.Generator().manual_seed(spec.seed + 1)
-    chunks = []
-    for start in range(0, spec.n, SAMPLE_BATCH):
-        cond = {"y": labels[start : start + SAMPLE_BATCH].to(device)} if labels is not None else None
-        x = x_T[start : start + SAMPLE_BATCH]
-        if spec.sampler == "consistency":
-            generator = step_noise if len(spec.grid) > 1 else None
-            out = consistency_sample(
-                model, x, spec.grid, schedule, generator=generator, cond=cond, clip_denoised=spec.clip_denoised
-            )
-        else:
-            out = ddim_sample(
-                model,
-                x,
-                spec.grid,
-                schedule,
-                eta=spec.eta,
-                generator=step_noise if spec.eta > 0 else None,
-                cond=cond,
-                clip_denoised=spec.clip_denoised,
-                prediction=prediction_of(spec.model),
-            )
-        chunks.append(out.cpu())
-    return torch.cat(chunks)
+    shape = (spec.n, *cached_dataset(base.data, "train").sample_shape)
+    return _sample(
+        spec, any_model(spec.model, cache, device), randn(shape, sample_generators(spec.seed, spec.n), "cpu")
+    )
 
 
 def cached_samples(spec: SampleSpec, cache: ArtifactCache, device: torch.device) -> Tensor:
@@ -287,9 +280,7 @@ def sample_spec(
     if cell.method == "ddim":
         return SampleSpec(teacher, "ddim", tuple(timesteps(schedule, cell.steps, spacing)), cell.eta, **common)
     student = student_spec(profile, cell.panel, cell.method, cell.steps, spacing, data_root)
-    if cell.method == "progressive":
-        return SampleSpec(student, "ddim", tuple(student.sampler_grid), 0.0, **common)
-    if cell.method == "one_step":
+    if cell.method in ("progressive", "one_step"):  # DDIM on the student's own grid (v or x0 output)
         return SampleSpec(student, "ddim", tuple(student.sampler_grid), 0.0, **common)
     grid = student.grid[:1] if cell.steps == 1 else (student.grid[0], consistency_midpoint(schedule, student.grid))
     return SampleSpec(student, "consistency", tuple(grid), 0.0, **common)
@@ -326,7 +317,7 @@ def sampler_quality(
     out = Measurements({**cell.params, "spacing": spacing, "model": model_id(spec.model)})
     teacher = teacher_spec(profile, cell.panel, data_root)
     if cell.panel == "image":
-        labels = torch.arange(len(samples)) % num_classes_of(teacher)
+        labels = class_labels(len(samples), num_classes_of(teacher))
         result, classes = image_quality(samples, labels, teacher.data, cache, device, seed=profile.seed)
         out.params.update(n=result.n_samples, n_real=result.n_real)
         out.update({**result.metrics(), **classes}, context={"extractor": result.extractor})
@@ -352,27 +343,14 @@ def sampler_timer(
     spacing = selected_spacing(options)
     spec = sample_spec(cell, profile, spacing, n=LATENCY_BATCH[cell.panel], data_root=data_root)
     teacher = teacher_spec(profile, cell.panel, data_root)
-    schedule = teacher.schedule.build()
     if isinstance(spec.model, StudentSpec):
         model = build_student(spec.model).to(device).eval()
     else:
         model = teacher.model.build(seed=profile.seed).to(device).eval()
-    data = cached_dataset(teacher.data, "train")
-    shape = (spec.n, *data.sample_shape)
-    classes = num_classes_of(spec.model)
-    cond = {"y": torch.arange(spec.n, device=device) % classes} if classes else None
+    shape = (spec.n, *cached_dataset(teacher.data, "train").sample_shape)
 
     def run() -> None:
-        x_T = randn(shape, torch.Generator().manual_seed(profile.seed), device)
-        step_noise = torch.Generator().manual_seed(profile.seed + 1)
-        if isinstance(model, ConsistencyFunction):
-            consistency_sample(model, x_T, spec.grid, schedule, generator=step_noise, cond=cond)
-        else:
-            generator = step_noise if spec.eta > 0 else None
-            ddim_sample(
-                model, x_T, spec.grid, schedule, eta=spec.eta, generator=generator, cond=cond,
-                clip_denoised=spec.clip_denoised, prediction=prediction_of(spec.model),
-            )  # fmt: skip
+        _sample(spec, model, randn(shape, torch.Generator().manual_seed(profile.seed), device))
 
     return run, spec.n, {**cell.params, "spacing": spacing}
 

@@ -72,7 +72,6 @@ PANEL_METRICS = {
 }
 PRIMARY = {IMAGE: "fid", GMM: "wasserstein"}  # the metric of the Pareto note and the 1-step comparison
 PRIMARY_NAMES = {"fid": "FID", "wasserstein": "W2"}
-FALLBACK_DIRECTIONS = {DEVIATION: registry.LOWER}  # used only where the registry has no declaration
 SEED_STEPS = (20, 50, 100)  # seed 004: the teacher's DDIM at 20, 50 and 100 steps, beside DDPM
 PER_CLASS = 2  # seed-004 grids: the first samples of every class
 CELL_IMAGES = NUM_CLASSES  # samples per cell: the first image of every class
@@ -202,10 +201,10 @@ def quality_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_direction(metric: str) -> str:
-    """``lower``, ``higher`` or ``neither`` from the metric registry (:data:`FALLBACK_DIRECTIONS` where a metric
-    is not declared)."""
+    """``lower``, ``higher`` or ``neither`` from the metric registry (``neither`` where a metric is not declared,
+    e.g. in an old run's rows)."""
     declared = registry.find(metric)
-    return declared.direction if declared is not None else FALLBACK_DIRECTIONS.get(metric, registry.NEITHER)
+    return declared.direction if declared is not None else registry.NEITHER
 
 
 def log_metrics(curves: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
