@@ -7,7 +7,9 @@ are int64 ``[N]``. Everything is deterministic given the config's seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,12 +206,80 @@ def _torchvision(name: str, cls_name: str, num_classes: int) -> Callable[[str, D
     return load
 
 
+# AFHQv2 (Choi et al. 2020, "StarGAN v2"; v2 re-resized without aliasing) as the Hugging Face Hub holds it: one
+# "train" split of 512x512 RGB images, the official train and test sets together, labels cat / dog / wild.
+AFHQ_HF_ID = "huggan/AFHQv2"
+HF_OFFLINE_FLAGS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+@contextmanager
+def _hf_offline() -> Iterator[None]:
+    """Hugging Face in offline mode for the duration: a dataset comes from the local cache or not at all. The flags
+    are read when ``datasets`` is first imported, so the import happens inside; the environment is restored."""
+    saved = {key: os.environ.get(key) for key in HF_OFFLINE_FLAGS}
+    os.environ.update(dict.fromkeys(HF_OFFLINE_FLAGS, "1"))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _afhq_unavailable(cache_dir: str | None, reason: str) -> DatasetUnavailableError:
+    where = cache_dir or "the Hugging Face cache (HF_DATASETS_CACHE, default ~/.cache/huggingface/datasets)"
+    cache_arg = f", cache_dir={cache_dir!r}" if cache_dir else ""
+    return DatasetUnavailableError(
+        f"afhq is read offline from {where}, through the `datasets` package: install it with "
+        f"`pip install 'diffbench[afhq]'` (or `pip install datasets`), then download {AFHQ_HF_ID} once on a machine "
+        f'with network: `python -c "import datasets; '
+        f"datasets.load_dataset('{AFHQ_HF_ID}', split='train'{cache_arg})\"` ({reason})"
+    )
+
+
+def _resize_rgb(image: object, size: int) -> Tensor:
+    """A PIL image as RGB ``[3, size, size]`` uint8: bicubic, which PIL widens into a low-pass filter when it
+    shrinks (512 -> 64 is not aliased)."""
+    from PIL import Image
+
+    rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).reshape(size, size, 3).permute(2, 0, 1)
+
+
+def afhq(split: str, config: DataConfig) -> Dataset:
+    """AFHQv2 (cats, dogs, wild animals; ``AFHQ_HF_ID``) from the local Hugging Face cache (``config.root`` as its
+    ``cache_dir`` when set), never downloaded here: RGB ``[N, 3, S, S]`` in ``[-1, 1]`` with ``S = image_size`` (64
+    at paper scale), bicubic-resized from 512, labels ``[N]`` in cat / dog / wild. The Hub holds one split, so
+    train / test is a fixed 80/20 partition by ``config.seed``. Raises ``DatasetUnavailableError`` when the
+    ``datasets`` package is missing or the data is not in the cache."""
+    _check_split(split)
+    try:
+        with _hf_offline():
+            import datasets
+
+            hub = datasets.load_dataset(AFHQ_HF_ID, split="train", cache_dir=config.root)
+    except ImportError:
+        raise _afhq_unavailable(config.root, "the datasets package is not installed") from None
+    except OSError as err:  # offline and not cached: ConnectionError / FileNotFoundError, by datasets version
+        raise _afhq_unavailable(config.root, f"not found in the cache: {err}") from None
+    idx = _split_indices(len(hub), split, config.seed).tolist()
+    subset = hub.select(idx)
+    images = torch.stack([_resize_rgb(example["image"], config.image_size) for example in subset])
+    x = images.float() / 127.5 - 1.0
+    labels = hub.features.get("label")
+    y = torch.as_tensor(subset["label"], dtype=torch.int64) if labels is not None else None
+    return Dataset("afhq", split, x.contiguous(), y, len(labels.names) if labels is not None else 0)
+
+
 DATASETS: dict[str, Callable[[str, DataConfig], Dataset]] = {
     "gmm2d": gmm2d,
     "digits": digits,
     "shapes": shapes,
     "mnist": _torchvision("mnist", "MNIST", 10),
     "cifar10": _torchvision("cifar10", "CIFAR10", 10),
+    "afhq": afhq,
 }
 
 

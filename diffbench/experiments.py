@@ -44,7 +44,7 @@ from diffbench.sampling import (
     uniform_timesteps,
 )
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
-from diffbench.training import TrainConfig, epsilon_loss, train
+from diffbench.training import DualScaleLoss, LossFn, TrainConfig, epsilon_loss, train
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,21 @@ def cached_dataset(config: DataConfig, split: str) -> Dataset:
     return load_dataset(config, split)
 
 
+def training_loss(spec: RunSpec) -> LossFn:
+    """The objective of a trained (not distilled) run: eps-prediction MSE, on both scales with independent
+    timesteps for the two-scale LIFT model (its own generator, seeded from the run's seed)."""
+    if spec.model.arch == "lift_unet":
+        return DualScaleLoss(spec.schedule.build(), seed=spec.train.seed)
+    return epsilon_loss
+
+
 def train_cached(spec: RunSpec, cache: ArtifactCache, device: torch.device, progress: bool = False) -> dict:
     """The trained run for ``spec``: ``{"checkpoints": {epoch: state_dict}, "history": [per-epoch dict]}``,
     trained once per cache (resuming from the scratch directory's checkpoints if a build was interrupted)."""
 
     def build(workdir) -> dict:
         model = spec.model.build(seed=spec.train.seed)
-        loss_fn = epsilon_loss
+        loss_fn = training_loss(spec)
         if spec.teacher is not None:
             loss_fn = distillation_loss(final_model(spec.teacher, cache, device))
         result = train(
@@ -198,16 +206,26 @@ def class_conditional_samples(
     return ddim_sample(model, x_T, grid, schedule, cond=cond, clip_denoised=clip_denoised).cpu()
 
 
+def domain_fid(
+    samples: Tensor, data: DataConfig, cache: ArtifactCache, device: torch.device, *, seed: int
+) -> FIDResult:
+    """Domain FID/KID (with the FID's bootstrap interval) of ``samples`` ``[N, C, H, W]``, clamped to ``[-1, 1]``,
+    against ``data``'s held-out split."""
+    extractor = domain_features(data, cache, device, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FIDSampleSizeWarning)  # n is stated next to every value
+        generator = torch.Generator().manual_seed(seed)
+        return fid(samples.clamp(-1, 1), data, extractor, split="test", cache=cache, generator=generator)
+
+
 def image_quality(
     samples: Tensor, labels: Tensor, data: DataConfig, cache: ArtifactCache, device: torch.device, *, seed: int
 ) -> tuple[FIDResult, dict[str, float]]:
     """Domain FID/KID of ``samples`` ``[N, C, H, W]`` in ``[-1, 1]`` against ``data``'s held-out split, and the
     independent domain classifier's ``class_accuracy`` and ``class_diversity`` for the requested ``labels``."""
+    result = domain_fid(samples, data, cache, device, seed=seed)
     extractor = domain_features(data, cache, device, seed=seed)
     samples = samples.clamp(-1, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FIDSampleSizeWarning)  # n is stated next to every value
-        result = fid(samples, data, extractor, split="test", cache=cache, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         logits = extractor.classifier(samples.to(device)).cpu()
     features = extract_features(extractor, samples)

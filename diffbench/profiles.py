@@ -126,6 +126,31 @@ def _gmm_panel(eval_samples: int, student_epochs: int) -> SamplersPanel:
 
 
 @dataclass(frozen=True)
+class SnrPathsScale:
+    """Seed 003 (the two-scale LIFT model, its discretization-error heatmap and DP paths) and DP-optimal
+    single-scale schedules on the size_factors teacher."""
+
+    dataset: str
+    image_size: int  # the large scale's side; the small scale is half of it
+    lift: UNetShape  # the LIFT model's UNet (the single-scale baseline is fitted to its parameter count)
+    epochs: int  # LIFT and baseline alike
+    batch_size: int
+    lr: float
+    ema_decay: float | None
+    mse_timestep: int  # seed 003's MSE tests: the noisy scale(s) at this t
+    snr_range: tuple[float, float]  # (gamma_min, gamma_max) of the heatmap grid and the paths
+    num_points: int  # heatmap grid points per axis (seed default 15; --num-points)
+    heatmap_samples: int  # held-out images the error is averaged over
+    probes: int  # Hutchinson probes per image (seed: K = 8)
+    sampling_steps: int  # steps of every LIFT path and the baseline (seed: 50)
+    eval_samples: int  # samples per quality cell (LIFT paths, baseline, single-scale schedules)
+    grid_samples: int  # samples kept per cell for the report's grids
+    schedule_steps: tuple[int, ...]  # single-scale DDIM step counts compared across schedules
+    density_points: int  # timesteps where the teacher's error density E(t) is measured
+    density_samples: int  # held-out images E(t) is averaged over
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -134,6 +159,7 @@ class Profile:
     size_factors: SizeFactorsScale
     guidance: GuidanceScale
     samplers: SamplersScale
+    snr_paths: SnrPathsScale
 
 
 PROFILES: dict[str, Profile] = {
@@ -190,6 +216,26 @@ PROFILES: dict[str, Profile] = {
             ),
             gmm=_gmm_panel(eval_samples=2000, student_epochs=10),
         ),
+        snr_paths=SnrPathsScale(
+            dataset="digits",
+            image_size=16,
+            lift=UNetShape(24, (1, 2), 1, (8,), 0.0),  # attention at every level but the first (seed 003)
+            epochs=30,
+            batch_size=128,
+            lr=2e-3,
+            ema_decay=None,
+            mse_timestep=500,
+            snr_range=(0.01, 100.0),
+            num_points=15,
+            heatmap_samples=4,
+            probes=8,
+            sampling_steps=50,
+            eval_samples=300,
+            grid_samples=20,
+            schedule_steps=(5, 10, 20),
+            density_points=30,
+            density_samples=8,
+        ),
     ),
     "standard": Profile(
         name="standard",
@@ -243,6 +289,26 @@ PROFILES: dict[str, Profile] = {
                 consistency_target_decay=0.95,
             ),
             gmm=_gmm_panel(eval_samples=5000, student_epochs=50),
+        ),
+        snr_paths=SnrPathsScale(
+            dataset="mnist",
+            image_size=28,
+            lift=UNetShape(64, (1, 2, 2), 2, (14, 7), 0.1),
+            epochs=30,
+            batch_size=128,
+            lr=2e-4,
+            ema_decay=0.999,
+            mse_timestep=500,
+            snr_range=(0.01, 100.0),
+            num_points=15,
+            heatmap_samples=32,
+            probes=8,
+            sampling_steps=50,
+            eval_samples=5000,
+            grid_samples=64,
+            schedule_steps=(5, 10, 20),
+            density_points=50,
+            density_samples=32,
         ),
     ),
     "paper": Profile(
@@ -300,6 +366,28 @@ PROFILES: dict[str, Profile] = {
                 consistency_target_decay=0.95,
             ),
             gmm=_gmm_panel(eval_samples=10000, student_epochs=100),
+        ),
+        # Seed 003: AFHQ 64x64 + 32x32, hidden dims [64, 128, 256, 512], attention at 128+ channels, 50 steps,
+        # 1000 images for FID, a 15 x 15 grid with K = 8 probes.
+        snr_paths=SnrPathsScale(
+            dataset="afhq",
+            image_size=64,
+            lift=UNetShape(64, (1, 2, 4, 8), 2, (32, 16, 8), 0.1),
+            epochs=100,
+            batch_size=64,
+            lr=1e-4,
+            ema_decay=0.9999,
+            mse_timestep=500,
+            snr_range=(0.01, 100.0),
+            num_points=15,
+            heatmap_samples=64,
+            probes=8,
+            sampling_steps=50,
+            eval_samples=1000,
+            grid_samples=64,
+            schedule_steps=(5, 10, 20),
+            density_points=50,
+            density_samples=64,
         ),
     ),
 }

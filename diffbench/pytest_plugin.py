@@ -10,6 +10,7 @@ controller merges all part files of the run (every worker, and earlier sessions 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from diffbench.families import Measurements, all_options, discover
 from diffbench.io import atomic_symlink
 from diffbench.metrics import registry
 from diffbench.profiles import PROFILES, Profile, get_profile
-from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts
+from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts, safe_name
 
 TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
 _STATE = pytest.StashKey["_State"]()
@@ -266,6 +267,7 @@ class Recorder:
     ) -> None:
         self._writer, self.family, self.cell = writer, family, cell
         self._profile, self._device, self._run_id, self._cache = profile, device, run_id, cache
+        self._array_names: set[str] = set()
 
     def _row(self, metric: str, value: float, params: dict, seed: int | None, **fields: object) -> dict:
         registry.get(metric)  # KeyError naming the fix for an undeclared metric
@@ -290,7 +292,12 @@ class Recorder:
 
     def array(self, name: str, array: np.ndarray | torch.Tensor, *, seed: int | None = None, **params: object) -> None:
         data = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-        rel = self._writer.save_array(f"{self.cell}-{name}", data)
+        file_name = f"{self.cell}-{name}"
+        if file_name in self._array_names:  # a second array of this name in the cell: its params tell it apart
+            digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            file_name = f"{safe_name(file_name)[:130]}-{digest}"
+        self._array_names.add(file_name)
+        rel = self._writer.save_array(file_name, data)
         self._writer.write(self._row(name, float(len(data)), params, seed, artifact=rel))
 
     def result(self, measurements: Measurements) -> None:

@@ -8,7 +8,8 @@ Three separate pieces, as in k-diffusion:
   written out by hand, and checked by ``check_timesteps``. Every builder except diffusers' ``leading`` starts
   at ``T-1``, so even a 1-step sampler denoises from pure noise;
 - **the sampler**: ``ddim_sample(model, x_T, timesteps, schedule, ...)`` walks the grid it is given and builds
-  nothing itself; ``ddpm_sample`` is DDIM with ``eta = 1`` on the full grid;
+  nothing itself; ``ddpm_sample`` is DDIM with ``eta = 1`` on the full grid; ``dual_scale_sample`` walks two
+  non-increasing grids at once, one per scale of a LIFT model;
 - **the callback**: called once per step with a ``SamplerStep`` (``x_t``, the ``x0`` estimate, ``eps``,
   ``x_prev``); ``TrajectoryRecorder`` is one such callback.
 
@@ -150,19 +151,24 @@ def timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "uniform") -> 
     return TIMESTEP_SPACINGS[spacing](schedule, steps)
 
 
-def check_timesteps(timesteps: Sequence[int] | Tensor, num_steps_T: int) -> list[int]:
-    """Validate a grid (non-empty, integers, strictly decreasing, within ``[0, T-1]``); return it as ``list[int]``."""
+def check_timesteps(
+    timesteps: Sequence[int] | Tensor, num_steps_T: int, *, strict: bool = True, name: str = "timesteps"
+) -> list[int]:
+    """Validate a grid (non-empty, integers, strictly decreasing, within ``[0, T-1]``); return it as ``list[int]``.
+    ``strict=False`` allows repeats (non-increasing: a scale of ``dual_scale_sample`` that waits); ``name`` is the
+    argument the error messages name."""
     values = timesteps.tolist() if isinstance(timesteps, Tensor | np.ndarray) else list(timesteps)
     if not values:
-        raise ValueError("timesteps must be a non-empty sequence of integers, got an empty one")
+        raise ValueError(f"{name} must be a non-empty sequence of integers, got an empty one")
     for i, t in enumerate(values):
         if not isinstance(t, numbers.Integral) or isinstance(t, bool):
-            raise ValueError(f"timesteps must be integers, got {t!r} at position {i}")
+            raise ValueError(f"{name} must be integers, got {t!r} at position {i}")
         if not 0 <= t <= num_steps_T - 1:
-            raise ValueError(f"timesteps must lie in [0, {num_steps_T - 1}], got {t} at position {i}")
+            raise ValueError(f"{name} must lie in [0, {num_steps_T - 1}], got {t} at position {i}")
+    order = "strictly decreasing" if strict else "non-increasing"
     for i, (t, t_next) in enumerate(zip(values, values[1:], strict=False)):
-        if not t > t_next:
-            raise ValueError(f"timesteps must be strictly decreasing, got {t} then {t_next} at positions {i}, {i + 1}")
+        if t < t_next or (strict and t == t_next):
+            raise ValueError(f"{name} must be {order}, got {t} then {t_next} at positions {i}, {i + 1}")
     return [int(t) for t in values]
 
 
@@ -242,13 +248,34 @@ def denoise(
     """``(x0, eps)`` of ``model`` at ``x_t`` and per-sample timesteps ``t`` ``[B]`` (long): the output read as
     ``prediction`` (see :func:`predict_x0_eps`); ``clip_denoised = c`` clamps ``x0`` to ``[-c, c]`` and recomputes
     ``eps`` from it, so the step stays on the line through ``x_t``."""
+    output = model(x_t, t, **(cond or {}))
+    return read_output(output, x_t, t, schedule, prediction=prediction, clip_denoised=clip_denoised)
+
+
+def read_output(
+    output: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    schedule: NoiseSchedule,
+    *,
+    prediction: str = "eps",
+    clip_denoised: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(x0, eps)`` of a network ``output`` at ``x_t`` ``[B, ...]`` and timesteps ``t`` ``[B]``: :func:`denoise`
+    after the model call, for callers that evaluate the model themselves (one call, several outputs)."""
     shape = (-1,) + (1,) * (x_t.ndim - 1)
     abar = schedule.alpha_bar[t.cpu()].reshape(shape)
-    x0, eps = predict_x0_eps(model(x_t, t, **(cond or {})), x_t, abar, prediction)
+    x0, eps = predict_x0_eps(output, x_t, abar, prediction)
     if clip_denoised is not None:
         x0 = x0.clamp(-clip_denoised, clip_denoised)
         _, eps = predict_x0_eps(x0, x_t, abar, "x0")
     return x0, eps
+
+
+def abar_next(schedule: NoiseSchedule, t_prev: int) -> Tensor:
+    """The ``abar`` a sampler step moves to: ``abar[t_prev]``, or ``1`` (float64) for ``t_prev = -1`` (the last
+    step)."""
+    return schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
 
 
 def check_eta(eta: float) -> float:
@@ -300,7 +327,7 @@ def ddim_sample(
     for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         a_t = abar[t]
-        a_prev = abar[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        a_prev = abar_next(schedule, t_prev)
         t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
         x0, eps = denoise(model, x, t_batch, schedule, prediction=prediction, cond=cond, clip_denoised=clip_denoised)
         sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
@@ -372,6 +399,75 @@ def ddpm_sample(
         callback=callback,
         progress=progress,
     )
+
+
+@dataclass(frozen=True)
+class DualScaleStep:
+    """What ``dual_scale_sample`` reports at step ``i``: the timesteps the model saw, each scale's input state
+    (``x_large`` ``[B, C, H, W]`` at ``t_large``, ``x_small`` ``[B, C, H/2, W/2]`` at ``t_small``) and its (clipped)
+    ``x0`` estimate, on the model's device. The state after the last step is the sampler's return value."""
+
+    i: int
+    t_large: int
+    t_small: int
+    x_large: Tensor
+    x_small: Tensor
+    x0_large: Tensor
+    x0_small: Tensor
+
+
+DualScaleCallback = Callable[[DualScaleStep], None]
+
+
+def _ddim_eta0_to(x_t: Tensor, x0: Tensor, eps: Tensor, schedule: NoiseSchedule, t: int, t_next: int) -> Tensor:
+    """Deterministic DDIM from ``t`` to ``t_next`` (``-1``: ``abar = 1``). ``t_next == t`` returns ``x_t`` itself:
+    the step to the same ``abar`` is ``sqrt(abar) x0 + sqrt(1 - abar) eps = x_t`` (``x0``, ``eps`` lie on the line
+    through ``x_t``, clipping included), and evaluating it would only add rounding."""
+    return x_t if t_next == t else ddim_step(x0, eps, abar_next(schedule, t_next))
+
+
+@torch.no_grad()
+def dual_scale_sample(
+    model: Callable[..., tuple[Tensor, Tensor]],
+    x_T_large: Tensor,
+    x_T_small: Tensor,
+    t_large: Sequence[int] | Tensor,
+    t_small: Sequence[int] | Tensor,
+    schedule: NoiseSchedule,
+    *,
+    clip_denoised: float | None = None,
+    callback: DualScaleCallback | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Deterministic DDIM (``eta = 0``, Song et al. 2021 eq. 12) on both scales of a LIFT model
+    (``model(x_large, x_small, t_large [B], t_small [B]) -> (eps_large, eps_small)``, e.g. ``DualScaleUNet``).
+
+    ``t_large`` and ``t_small`` are the two scales' schedules: equal lengths ``N >= 1``, integers in ``[0, T-1]``,
+    each non-increasing, so a scale may wait at a timestep while the other moves (a step to the same ``abar`` leaves
+    it unchanged). At step ``k`` the model sees ``(x_large, x_small, t_large[k], t_small[k])``; each scale's ``x0``
+    and ``eps`` come from its eps output as in :func:`denoise` (``clip_denoised = c`` clamps ``x0`` to ``[-c, c]``)
+    and it moves by :func:`ddim_step` to its next timestep's ``abar``, ``1`` after the last step, so the result is
+    each scale's final ``x0`` estimate. ``x_T_large`` ``[B, C, H, W]`` and ``x_T_small`` ``[B, C, H/2, W/2]`` are
+    moved to the model's device. ``callback`` gets a :class:`DualScaleStep` per step. Returns
+    ``(x_large, x_small)``.
+    """
+    t_large = check_timesteps(t_large, schedule.num_steps, strict=False, name="t_large")
+    t_small = check_timesteps(t_small, schedule.num_steps, strict=False, name="t_small")
+    if len(t_large) != len(t_small):
+        raise ValueError(f"t_large and t_small must have the same length, got {len(t_large)} and {len(t_small)}")
+    device = device_of(model)
+    x_large, x_small = x_T_large.to(device), x_T_small.to(device)
+    for i, (tl, ts) in enumerate(zip(t_large, t_small, strict=True)):
+        tl_batch = torch.full((x_large.shape[0],), tl, device=device, dtype=torch.long)
+        ts_batch = torch.full((x_small.shape[0],), ts, device=device, dtype=torch.long)
+        out_large, out_small = model(x_large, x_small, tl_batch, ts_batch)
+        x0_large, eps_large = read_output(out_large, x_large, tl_batch, schedule, clip_denoised=clip_denoised)
+        x0_small, eps_small = read_output(out_small, x_small, ts_batch, schedule, clip_denoised=clip_denoised)
+        if callback is not None:
+            callback(DualScaleStep(i, tl, ts, x_large, x_small, x0_large, x0_small))
+        last = i + 1 == len(t_large)
+        x_large = _ddim_eta0_to(x_large, x0_large, eps_large, schedule, tl, -1 if last else t_large[i + 1])
+        x_small = _ddim_eta0_to(x_small, x0_small, eps_small, schedule, ts, -1 if last else t_small[i + 1])
+    return x_large, x_small
 
 
 @dataclass

@@ -3,7 +3,8 @@
 ``L = E_{x0, t, eps} || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t) ||^2`` (Ho et al. 2020, eq. 14),
 with Adam/AdamW, optional EMA of the weights (with a warm-up, see :func:`ema_decay_at`), gradient clipping,
 batch-size LR rules, checkpoints every N epochs and bit-exact resume from the last checkpoint (model, optimiser,
-EMA and the data/noise generator are restored; the EMA step count follows from the epoch).
+EMA and the data/noise generator are restored; the EMA step count follows from the epoch). Other objectives are
+losses passed to the same trainer (``DualScaleLoss``: LIFT's two-scale eps loss).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from diffbench.data import Dataset
 from diffbench.io import atomic_torch_save
+from diffbench.models.dual_scale import downsample2x
 from diffbench.schedules import NoiseSchedule
 
 # lr = base_lr * rule(batch_size / base_batch_size). "sqrt" follows Krizhevsky (2014) / Hoffer et al. (2017),
@@ -117,6 +119,43 @@ LossFn = Callable[[nn.Module, TrainBatch], Tensor]
 def epsilon_loss(model: nn.Module, batch: TrainBatch) -> Tensor:
     """Ho et al. 2020 eq. 14: mean squared error between the true and predicted noise."""
     return torch.mean((model(batch.x_t, batch.t, **batch.cond) - batch.noise) ** 2)
+
+
+class DualScaleLoss:
+    """LIFT's objective (seed 003) for a dual-scale model ``model(x_large, x_small, t_large, t_small) ->
+    (eps_large, eps_small)`` (``DualScaleUNet``): the sum of the two scales' eps-prediction MSEs,
+
+    ``L = E ||eps_L - eps_theta,L||^2 + E ||eps_S - eps_theta,S||^2`` (each term Ho et al. 2020 eq. 14, the
+    mean over its own scale's elements),
+
+    with independent uniform timesteps per scale. The batch is the large scale (``x0``, its ``t``, ``noise`` and
+    ``x_t`` from the trainer); the small scale is ``x0_S = downsample2x(x0)`` ``[B, C, H/2, W/2]`` at
+    ``t_S ~ U{0, ..., T-1}`` with noise ``eps_S ~ N(0, I)``, ``x_S = sqrt(abar) x0_S + sqrt(1 - abar) eps_S``, both
+    drawn on the CPU from the loss's own generator (seeded by ``seed``) and moved to the batch's device. The
+    generator's state is the loss's ``state_dict()``, so the trainer checkpoints it and a resumed run draws the
+    same small-scale noise as an uninterrupted one.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, seed: int) -> None:
+        self.schedule = schedule
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model: nn.Module, batch: TrainBatch) -> Tensor:
+        if batch.cond:
+            raise ValueError(f"the dual-scale loss is unconditional, got conditioning {sorted(batch.cond)}")
+        x0_small = downsample2x(batch.x0)
+        t_small = torch.randint(self.schedule.num_steps, (len(x0_small),), generator=self.generator)
+        noise_small = torch.randn(x0_small.shape, generator=self.generator, dtype=x0_small.dtype)
+        t_small, noise_small = t_small.to(x0_small.device), noise_small.to(x0_small.device)
+        x_small_t = self.schedule.add_noise(x0_small, t_small, noise_small)
+        eps_large, eps_small = model(batch.x_t, x_small_t, batch.t, t_small)
+        return torch.mean((eps_large - batch.noise) ** 2) + torch.mean((eps_small - noise_small) ** 2)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"].cpu())
 
 
 def _checkpoint_path(directory: Path, epoch: int) -> Path:

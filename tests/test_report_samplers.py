@@ -15,6 +15,7 @@ from diffbench.metrics.registry import HIGHER, LOWER, NEITHER
 from diffbench.report import samplers
 from diffbench.report.build import build_report
 from diffbench.report.figures import point_panels
+from diffbench.report.parts import intervals_overlap
 from diffbench.report.sections import rows_to_frame
 from diffbench.results import ARRAYS_DIR
 
@@ -300,9 +301,9 @@ def test_one_step_note_says_whether_the_fid_intervals_overlap(tmp_path):
 
 
 def test_intervals_overlap():
-    assert samplers.intervals_overlap((1, 2), (2, 3)) is True
-    assert samplers.intervals_overlap((1, 2), (2.5, 3)) is False
-    assert samplers.intervals_overlap((1, np.nan), (2.5, 3)) is None
+    assert intervals_overlap((1, 2), (2, 3)) is True
+    assert intervals_overlap((1, 2), (2.5, 3)) is False
+    assert intervals_overlap((1, np.nan), (2.5, 3)) is None
 
 
 def test_series_labels_and_order(tmp_path):

@@ -71,3 +71,27 @@ def test_merge_parts_writes_sorted_rows_and_no_temp_files(tmp_path):
 def test_load_run_without_rows_names_the_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         load_run(tmp_path)
+
+
+def test_two_arrays_of_one_name_in_a_cell_are_kept_apart_by_their_params(tmp_path):
+    from diffbench.cache import ArtifactCache
+    from diffbench.profiles import get_profile
+    from diffbench.pytest_plugin import Recorder
+
+    record = Recorder(
+        RowWriter(tmp_path, "main"),
+        family="snr_paths",
+        cell="bench.py::t[c]",
+        profile=get_profile("smoke"),
+        device="cpu",
+        run_id="run-1",
+        cache=ArtifactCache(tmp_path / "cache"),
+    )
+    record.array("error_heatmap", np.zeros((3, 2, 2)), convention="seed")
+    record.array("error_heatmap", np.ones((3, 2, 2)), convention="derived")
+    merge_parts(tmp_path)
+    rows = {row["params"]["convention"]: row for row in load_run(tmp_path)}
+    assert rows["seed"]["artifact"] == f"{ARRAYS_DIR}/bench.py__t_c_-error_heatmap.npy"  # the first keeps its name
+    assert rows["seed"]["artifact"] != rows["derived"]["artifact"]
+    assert np.load(tmp_path / rows["seed"]["artifact"]).sum() == 0
+    assert np.load(tmp_path / rows["derived"]["artifact"]).sum() == 12

@@ -8,10 +8,17 @@ import torch
 from torch import nn
 
 from diffbench.models.classifier import NoisyClassifier
+from diffbench.models.dual_scale import DualScaleUNet
 from diffbench.models.mlp import MLPDenoiser
-from diffbench.models.unet import UNet
+from diffbench.models.unet import DDPMUNet, UNet
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLPDenoiser, "classifier": NoisyClassifier, "unet": UNet}
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLPDenoiser,
+    "classifier": NoisyClassifier,
+    "unet": UNet,
+    "ddpm_unet": DDPMUNet,  # explicit per-level widths (the snr_paths family's same-size single-scale baseline)
+    "lift_unet": DualScaleUNet,
+}
 
 
 @dataclass(frozen=True)
@@ -48,4 +55,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "MLPDenoiser", "ModelConfig", "NoisyClassifier", "UNet", "count_parameters", "device_of"]
+__all__ = [
+    "MODELS",
+    "DualScaleUNet",
+    "MLPDenoiser",
+    "ModelConfig",
+    "NoisyClassifier",
+    "UNet",
+    "count_parameters",
+    "device_of",
+]

@@ -36,6 +36,11 @@ MIN_FREQ_DIM = 32
 MIN_MULTIPLIER, MAX_MULTIPLIER = 1e-3, 2.0  # the width search's range, relative to the teacher's widths
 
 
+def batch_timesteps(t: Tensor | int, batch: int, device: torch.device) -> Tensor:
+    """Integer timesteps ``[batch]`` on ``device`` from a tensor ``[batch]``, ``[1]`` or a scalar (broadcast)."""
+    return torch.as_tensor(t, device=device).reshape(-1).expand(batch)
+
+
 def norm_groups(channels: int) -> int:
     """``gcd(32, C)`` groups (DDPM's 32 where possible, always a divisor of ``C``), halved until every group has
     at least 2 channels. A group of one channel is instance normalisation: it subtracts each channel's spatial
@@ -165,7 +170,9 @@ class DDPMUNet(nn.Module):
     labels ``[B]`` in ``[0, num_classes]`` where ``num_classes`` is the null label (classifier-free guidance);
     ``y=None`` means the null label. Returns ``eps`` ``[B, C, H, W]``. The time embedding is sinusoidal
     (``max(widths[0], 32)`` dims) followed by a 2-layer MLP to ``4 * widths[0]``; the label embedding is added to it
-    and the sum is projected into every residual block.
+    and the sum is projected into every residual block. ``forward`` is ``body(x, embed(t, y))``: a subclass with
+    other conditioning (``DualScaleUNet``) overrides the embedding and reuses the body. ``out_channels`` (default
+    ``in_channels``) is the head's output channel count.
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class DDPMUNet(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 0,
         num_heads: int = 1,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -231,17 +239,28 @@ class DDPMUNet(nn.Module):
                 channels = widths[level]
             if level > 0:
                 self.up.append(Upsample(channels))
-        self.head = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, in_channels, 3, padding=1))
+        out_channels = in_channels if out_channels is None else out_channels
+        self.head = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(len(x))
+        return self.body(x, self.embed(batch_timesteps(t, len(x), x.device), y))
+
+    def embed(self, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The embedding ``[B, time_dim]`` every residual block sees, of timesteps ``t`` ``[B]`` and labels ``y``
+        ``[B]`` (``None``: the null label). A subclass with other conditioning replaces this and reuses
+        :meth:`body`."""
         temb = self.time_embed(timestep_embedding(t, self.freq_dim))
         if self.label_embed is not None:
             if y is None:
-                y = torch.full((len(x),), self.num_classes, dtype=torch.long, device=x.device)
+                y = torch.full((len(t),), self.num_classes, dtype=torch.long, device=t.device)
             temb = temb + self.label_embed(y)
         elif y is not None:
             raise ValueError("this UNet is unconditional (num_classes=0) but was given class labels y")
+        return temb
+
+    def body(self, x: Tensor, temb: Tensor) -> Tensor:
+        """stem -> encoder -> middle -> decoder -> head: ``x`` ``[B, in_channels, H, W]`` and the embedding ``temb``
+        ``[B, time_dim]`` to ``[B, out_channels, H, W]``."""
         h = self.stem(x)
         hs = [h]
         for layer in self.down:

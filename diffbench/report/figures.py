@@ -673,3 +673,103 @@ def point_panels(
     for ax in list(axes.flat)[len(titles) :]:
         ax.set_visible(False)
     return fig
+
+
+# --- snr_paths: grouped bars, heatmaps on a log-spaced grid with paths -----------------------------------------
+
+
+def grouped_bars(
+    table: pd.DataFrame,
+    ylabel: str = "",
+    colors: Mapping[str, object] | None = None,
+    fmt: str = "{:.3g}",
+) -> Figure:
+    """A grouped bar chart of a wide ``table``: one group per index label (left to right), one bar per column
+    inside every group (one shared legend, ``colors`` maps a column name to its colour), each bar written with its
+    value (``fmt``); a NaN leaves a gap."""
+    groups, series = list(table.index), [str(c) for c in table.columns]
+    colors = colors or label_colors(series)
+    values = table.to_numpy(dtype=float)
+    width = 0.8 / max(1, len(series))
+    fig = Figure(figsize=(max(4.5, 0.45 * len(groups) * max(1, len(series)) + 2.0), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(groups))
+    for k, name in enumerate(series):
+        column = values[:, k]
+        drawn = np.isfinite(column)
+        offset = (k - (len(series) - 1) / 2) * width
+        bars = ax.bar(x[drawn] + offset, column[drawn], width, label=name, color=colors.get(name))
+        ax.bar_label(bars, labels=[fmt.format(v) for v in column[drawn]], fontsize=6, padding=1)
+    ax.set_xticks(x, labels=[_tick_label(g) for g in groups], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    _shared_legend(fig, [ax], max_cols=max(1, len(series)))
+    return fig
+
+
+def _log_edges(centers: np.ndarray) -> np.ndarray:
+    """Cell edges around positive, increasing ``centers`` at their geometric midpoints (half a step beyond the
+    ends), so a cell is centred on its grid point on a log axis."""
+    logs = np.log(centers)
+    step = np.diff(logs) if len(logs) > 1 else np.array([1.0])
+    inner = (logs[:-1] + logs[1:]) / 2
+    return np.exp(np.concatenate([[logs[0] - step[0] / 2], inner, [logs[-1] + step[-1] / 2]]))
+
+
+def log_grid_heatmaps(
+    panels: Mapping[str, np.ndarray],
+    x: Sequence[float],
+    y: Sequence[float],
+    paths: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    cmap: str = "magma",
+    ncols: int = 3,
+) -> Figure:
+    """One heatmap per title over a grid of positive, increasing ``x`` (columns) and ``y`` (rows): ``panels[title]``
+    is ``[len(y), len(x)]`` (row i at ``y[i]``, column j at ``x[j]``), drawn on log axes with every cell centred on
+    its grid point and a logarithmic colour scale (``LogNorm``; a colour bar per panel); non-positive or
+    non-finite cells stay blank. The axes are labelled with the grid values (``.3g``, thinned where they would
+    overlap). ``paths`` maps a label to ``(x values, y values)``, drawn on every panel with ``styles[label]``
+    (``Axes.plot`` keyword arguments); one shared legend."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    for name, grid in (("x", x), ("y", y)):
+        if len(grid) == 0 or (grid <= 0).any() or (np.diff(grid) <= 0).any():
+            raise ValueError(f"{name} must be positive and increasing, got {grid.tolist()}")
+    paths, styles = paths or {}, styles or {}
+    titles = list(panels)
+    ncols = max(1, min(ncols, len(titles)))
+    nrows = max(1, math.ceil(len(titles) / ncols))
+    fig = Figure(figsize=(4.3 * ncols, 3.9 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    x_edges, y_edges = _log_edges(x), _log_edges(y)
+    for ax, title in zip(axes.flat, titles, strict=False):
+        values = np.asarray(panels[title], dtype=float)
+        if values.shape != (len(y), len(x)):
+            raise ValueError(f"panel {title!r} must be [{len(y)}, {len(x)}], got {list(values.shape)}")
+        shown = np.ma.masked_where(~(np.isfinite(values) & (values > 0)), values)
+        positive = shown.compressed()
+        low, high = (float(positive.min()), float(positive.max())) if len(positive) else (1.0, 10.0)
+        if high <= low:
+            low, high = low / 1.5, high * 1.5
+        mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap=cmap, norm=matplotlib.colors.LogNorm(low, high))
+        for label, (px, py) in paths.items():
+            ax.plot(px, py, label=label, **{"linewidth": 1.6, "markersize": 3, **styles.get(label, {})})
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(x_edges[0], x_edges[-1])
+        ax.set_ylim(y_edges[0], y_edges[-1])
+        xticks, yticks = spaced_ticks(list(x)), spaced_ticks(list(y))
+        ax.set_xticks(xticks, labels=[f"{v:.3g}" for v in xticks], fontsize=6, rotation=90)
+        ax.set_yticks(yticks, labels=[f"{v:.3g}" for v in yticks], fontsize=6)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(mesh, ax=ax, shrink=0.9).ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(titles) :]:
+        ax.set_visible(False)
+    _shared_legend(fig, list(axes.flat)[:1], max_cols=max(1, len(paths)))
+    return fig

@@ -60,6 +60,14 @@ def wide_metrics(rows: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]
     return sizes.join(wide.reindex(columns=list(metrics))).reset_index()
 
 
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool | None:
+    """Whether the closed intervals ``a`` and ``b`` (``(low, high)``) share a point; ``None`` when an end is
+    missing."""
+    if not np.isfinite([*a, *b]).all():
+        return None
+    return bool(a[0] <= b[1] and b[0] <= a[1])
+
+
 def with_fid_interval(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with a text column ``fid [ci]`` (``"12.3 [11.8, 12.9]"``) inserted after ``fid``, from ``fid``,
     ``fid_ci_low`` and ``fid_ci_high``; blank where FID is missing, the FID alone where its interval is."""

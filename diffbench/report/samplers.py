@@ -32,6 +32,7 @@ from diffbench.report.parts import (
     NUM_CLASSES,
     Out,
     image_index,
+    intervals_overlap,
     is_image_batch,
     latest_artifacts,
     load_array,
@@ -306,14 +307,6 @@ def distillation_table(table: pd.DataFrame) -> pd.DataFrame:
     rank = {s: i for i, s in enumerate(ordered_series(lines))}
     ranked = lines.assign(_p=lines["panel"].map(panels), _s=lines["series"].map(rank))
     return ranked.sort_values(["_p", "steps", "_s"], kind="stable")[columns].reset_index(drop=True)
-
-
-def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool | None:
-    """Whether the closed intervals ``a`` and ``b`` (``(low, high)``) share a point; ``None`` when an end is
-    missing."""
-    if not np.isfinite([*a, *b]).all():
-        return None
-    return bool(a[0] <= b[1] and b[0] <= a[1])
 
 
 def _fid_text(line: pd.Series) -> str:
