@@ -1,5 +1,6 @@
 """The ``diffbench`` command: ``diffbench report`` rebuilds (or merges) reports, ``diffbench compare`` checks a run
-against a baseline, ``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``.
+against a baseline, ``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``,
+``diffbench fid`` computes pytorch-fid's FID with the sample sizes, an interval and KID beside it.
 
 Exit codes: 0 success / no regression, 1 regression (compare), 2 bad input (the message names it).
 
@@ -18,12 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from diffbench.errors import UsageError
 from diffbench.io import atomic_path, atomic_write_text
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, PARTS_DIR, RESULTS_FILE, load_run, read_rows, safe_name
-
-
-class UsageError(Exception):
-    """Bad input from the command line; reported as ``diffbench <command>: error: <message>``, exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +309,21 @@ def _real_images(dataset: str, sets: dict):
     return real.x.numpy()
 
 
+# --- fid: the logic lives in diffbench/fid_cli.py (imported on use: it loads torch and pytorch-fid) ----------
+
+
+def _configure_fid(parser: argparse.ArgumentParser) -> None:
+    from diffbench.fid_cli import configure
+
+    configure(parser)
+
+
+def fid(args: argparse.Namespace) -> int:
+    from diffbench.fid_cli import run
+
+    return run(args)
+
+
 # --- the command table ------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -320,6 +333,11 @@ COMMANDS: dict[str, Command] = {
         "write a run's image samples (and real images) as PNG folders for pytorch-fid",
         _configure_export_samples,
         export_samples,
+    ),
+    "fid": Command(
+        "FID of two image folders or .npz statistics as pytorch-fid computes it, with n, interval and KID",
+        _configure_fid,
+        fid,
     ),
 }
 

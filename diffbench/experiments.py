@@ -31,7 +31,15 @@ from diffbench.metrics.distribution import (
     sample_stats,
     wasserstein,
 )
-from diffbench.metrics.fid import FIDResult, FIDSampleSizeWarning, domain_features, extract_features, fid
+from diffbench.metrics.fid import (
+    FIDResult,
+    FIDSampleSizeWarning,
+    domain_features,
+    extract_features,
+    fid,
+    fid_difference,
+    real_statistics,
+)
 from diffbench.models import ModelConfig, device_of
 from diffbench.models.classifier import train_classifier
 from diffbench.sampling import (
@@ -216,6 +224,19 @@ def domain_fid(
         warnings.simplefilter("ignore", FIDSampleSizeWarning)  # n is stated next to every value
         generator = torch.Generator().manual_seed(seed)
         return fid(samples.clamp(-1, 1), data, extractor, split="test", cache=cache, generator=generator)
+
+
+def paired_fid_delta(
+    samples: Tensor, reference: Tensor, data: DataConfig, cache: ArtifactCache, device: torch.device, *, seed: int
+) -> dict[str, float]:
+    """``FID(samples) - FID(reference)`` in domain features against ``data``'s held-out split, with its paired
+    95% interval (:func:`diffbench.metrics.fid.fid_difference`): sample ``i`` of both sets must come from the same
+    noise (and class), as every family here draws them."""
+    extractor = domain_features(data, cache, device, seed=seed)
+    real = real_statistics(data, extractor, split="test", cache=cache)
+    a, b = (extract_features(extractor, x.clamp(-1, 1)) for x in (samples, reference))
+    delta, low, high = fid_difference(a, b, real.features, generator=torch.Generator().manual_seed(seed))
+    return {"fid_delta": delta, "fid_delta_ci_low": low, "fid_delta_ci_high": high}
 
 
 def image_quality(

@@ -75,16 +75,19 @@ def find_weights(weights_path: str | Path | None = None) -> Path:
     )
 
 
-def load_fid_inception(weights_path: str | Path | None = None) -> nn.Module:
-    """pytorch-fid's ``InceptionV3`` (pool3 output, 2048-d; input ``[B, 3, H, W]`` in ``[0, 1]``, resized to
-    299x299 inside) with the weights from :func:`find_weights`; never downloads. Eval mode, on CPU."""
+def load_fid_inception(weights_path: str | Path | None = None, dims: int = 2048) -> nn.Module:
+    """pytorch-fid's ``InceptionV3`` with the output block of ``dims`` features (``BLOCK_INDEX_BY_DIM``: 64, 192,
+    768 or 2048 = pool3; input ``[B, 3, H, W]`` in ``[0, 1]``, resized to 299x299 inside) and the weights from
+    :func:`find_weights`; never downloads. Eval mode, on CPU."""
     path = find_weights(weights_path)
     from pytorch_fid import inception as pf_inception
 
+    if dims not in pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM:
+        raise ValueError(f"dims must be one of {sorted(pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM)}, got {dims}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     # pytorch-fid fetches its weights through this one function; hand it the local file's state instead.
     with mock.patch.object(pf_inception, "load_state_dict_from_url", lambda *args, **kwargs: state):
-        net = pf_inception.InceptionV3([pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        net = pf_inception.InceptionV3([pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
     return net.eval()
 
 

@@ -13,7 +13,7 @@ import pytest
 from diffbench.report.batch_configs import batch_config_table, coefficient_of_variation, convergence_epoch
 from diffbench.report.build import build_report, family_sections
 from diffbench.report.compare import compare_runs, format_table, metric_direction, metric_rule, verdict
-from diffbench.report.sections import rows_to_frame
+from diffbench.report.sections import rows_to_frame, summary_frame
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, RESULTS_FILE
 
 EPOCHS = [10, 20, 30, 40, 50]
@@ -135,6 +135,21 @@ def test_coefficient_of_variation_known_answers():
     assert math.isnan(coefficient_of_variation([1.0, -1.0]))  # zero mean
     assert math.isnan(coefficient_of_variation([1.0, float("nan")]))
     assert math.isnan(coefficient_of_variation([]))
+
+
+def test_rows_to_frame_takes_the_extractor_from_the_context():
+    rows = [
+        _row("b128_lr1e-04", "fid", 12.0, context={"extractor": "domain_abc123"}),
+        _row("b128_lr1e-04", "kid", 0.01, context={"other": 1}),  # a context without an extractor
+        _row("b128_lr1e-04", "mmd_rbf", 0.5),  # no context: a row from before the extractor was recorded
+    ]
+    df = rows_to_frame(rows)
+    assert df["extractor"].iloc[0] == "domain_abc123"
+    assert df["extractor"].iloc[1:].isna().all()
+    assert "param.extractor" not in df  # context never becomes a cell parameter
+    summary = summary_frame(df).set_index("metric")
+    assert summary.loc["fid", "extractor"] == "domain_abc123" and pd.isna(summary.loc["mmd_rbf", "extractor"])
+    assert "extractor" in rows_to_frame([]).columns
 
 
 # --- the batch_configs table ------------------------------------------------------------------------------

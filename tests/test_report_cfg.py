@@ -23,6 +23,7 @@ SCALES = (0.0, 1.0, 2.0, 4.0)
 STEPS, BATCH, K, R, IMAGE = 5, 4, cfg.NUM_CLASSES, 2, (1, 6, 6)
 N, N_REAL = R * K, 50
 OFFSET = np.array([0.1, -0.2, 0.05])  # guidance moves a trajectory by (w - 1) * OFFSET * step / STEPS
+EXTRACTOR = "domain_0123abcd"
 ROW = {"family": "cfg", "seed": 0, "device": "cpu", "profile": "smoke", "time": "2025-01-01T00:00:00+00:00"}
 FIGURES = (
     "heatmap_metrics",
@@ -73,12 +74,22 @@ class CfgRun:
     def __init__(self, run_dir: Path, run_id: str = "run-a") -> None:
         self.run_dir, self.run_id, self.rows = run_dir, run_id, []
 
-    def add(self, model: str, w: float, metric: str, value: float, artifact: str | None = None, **extra) -> None:
+    def add(
+        self,
+        model: str,
+        w: float,
+        metric: str,
+        value: float,
+        artifact: str | None = None,
+        context: dict | None = None,
+        **extra,
+    ) -> None:
         self.rows.append(
             ROW
             | {"cell": f"benchmarks/bench_cfg.py::test_cell[{model}-w{w:g}]", "run_id": self.run_id}
             | {"params": {**model_params(model, w), **extra}, "metric": metric, "value": value}
             | ({"artifact": artifact} if artifact else {})
+            | ({"context": context} if context else {})
         )
 
     def array(self, model: str, w: float, name: str, array: np.ndarray) -> str:
@@ -104,14 +115,20 @@ class CfgRun:
                 self.array(model, w, "trajectory_pca", unguided + (w - 1) * OFFSET * ramp)
                 self.array(model, w, "unguided_pca", unguided)
 
-    def quality(self, models: tuple[str, ...] = MODELS) -> None:
+    def quality(self, models: tuple[str, ...] = MODELS, infinity: bool = False) -> None:
+        """Quality rows; ``infinity``: also FID-infinity (FID - 5, interval ± 2, residual 0.1) and the extractor
+        as context, as rows record them since FID-infinity (without: rows from before it)."""
         for model in models:
             for w in SCALES:
                 fid = 30 - 2 * w
                 metrics = {"class_accuracy": accuracy(w), "class_diversity": diversity(w), "fid": fid}
                 metrics |= {"fid_ci_low": fid - 1, "fid_ci_high": fid + 1, "kid": 0.01, "kid_std": 0.001}
+                if infinity:
+                    metrics |= {"fid_infinity": fid - 5, "fid_infinity_ci_low": fid - 7}
+                    metrics |= {"fid_infinity_ci_high": fid - 3, "fid_infinity_residual": 0.1}
+                context = {"extractor": EXTRACTOR} if infinity else None
                 for metric, value in metrics.items():
-                    self.add(model, w, metric, value, n=N, n_real=N_REAL)
+                    self.add(model, w, metric, value, context=context, n=N, n_real=N_REAL)
                 self.array(model, w, "samples", class_images())
 
     def write(self) -> list[dict]:
@@ -171,6 +188,9 @@ def test_full_run_writes_every_figure_its_data_the_table_and_the_note(tmp_path):
     assert table["model"].drop_duplicates().tolist() == REPORT_ORDER
     assert table["w"].tolist()[: len(SCALES)] == list(SCALES) and (table["n"] == N).all()
     assert table.loc[0, "fid [ci]"] == "30 [29, 31]"
+    # Rows from before FID-infinity: its column and the extractor are there, blank.
+    assert table["fid_inf [ci]"].isna().all() and table["extractor"].isna().all()
+    assert cfg.FID_CAPTION in md  # what each interval estimates, under the quality table
     assert "Teacher class accuracy: 0.5 at w=0, 0.6 at w=1, 0.9 at w=4." in md
     assert "it falls at every step as w rises" in md and "The data agrees" in md
 
@@ -338,11 +358,68 @@ def test_teacher_quality_note_without_rows_says_so():
     assert "0.4 at w=2, 0.8 at w=5" in note and "diversity cannot be judged" in note  # no w = 1: lowest vs highest
 
 
+def test_quality_table_carries_fid_infinity_and_the_extractor(tmp_path):
+    run = CfgRun(tmp_path)
+    run.quality(models=("teacher",), infinity=True)
+    table = cfg.quality_table(rows_of(run)).set_index("w")
+    columns = table.columns.tolist()
+    assert columns[columns.index("fid [ci]") + 1] == "fid_inf [ci]"
+    for w in SCALES:
+        fid = 30 - 2 * w
+        assert table.loc[w, "fid_inf [ci]"] == parts.interval_text(fid - 5, fid - 7, fid - 3)
+        assert table.loc[w, "fid_infinity_residual"] == 0.1
+    assert table.loc[4.0, "fid_inf [ci]"] == "17 [15, 19]"
+    assert (table["extractor"] == EXTRACTOR).all() and (table["n"] == N).all() and (table["n_real"] == N_REAL).all()
+
+
 def test_fid_interval_text():
     table = pd.DataFrame({"fid": [12.25, np.nan, 3.0], "fid_ci_low": [11.5, 1.0, np.nan], "fid_ci_high": [13.0, 2, 4]})
     out = parts.with_fid_interval(table)
     assert list(out.columns) == ["fid", "fid [ci]", "fid_ci_low", "fid_ci_high"]
     assert out["fid [ci]"].tolist() == ["12.25 [11.5, 13]", "", "3"]
+
+    table = table.assign(fid_infinity=[10.5, 1.0, np.nan], fid_infinity_ci_low=[9.0, np.nan, 1.0])
+    table = table.assign(fid_infinity_ci_high=[12.0, 2.0, 2.0])
+    out = parts.with_fid_interval(table)
+    assert out.columns.tolist()[:3] == ["fid", "fid [ci]", "fid_inf [ci]"]
+    assert out["fid_inf [ci]"].tolist() == ["10.5 [9, 12]", "1", ""]  # an end missing: the value alone
+
+
+def test_interval_text_signs_a_difference():
+    assert parts.interval_text(1.5, 0.25, 2.75, signed=True) == "+1.5 [+0.25, +2.75]"
+    assert parts.interval_text(-1.5, -3.0, 0.0, signed=True) == "-1.5 [-3, 0]"
+    assert parts.interval_text(np.nan, 1.0, 2.0, signed=True) == ""
+
+
+@pytest.mark.parametrize(
+    ("delta", "low", "high", "verdict"),
+    [
+        (2.0, 1.0, 3.0, parts.DELTA_HIGHER),  # the whole interval above 0: the model's FID is higher
+        (-2.0, -3.0, -1.0, parts.DELTA_LOWER),
+        (0.5, -1.0, 2.0, parts.DELTA_TIED),
+        (1.0, 0.0, 2.0, parts.DELTA_TIED),  # a closed interval touching 0 includes it
+        (-1.0, -2.0, 0.0, parts.DELTA_TIED),
+        (1.0, np.nan, 2.0, parts.DELTA_UNJUDGED),
+        (np.nan, 1.0, 2.0, parts.DELTA_NOT_MEASURED),
+    ],
+)
+def test_delta_verdict_is_whether_the_interval_excludes_zero(delta, low, high, verdict):
+    assert parts.delta_verdict(delta, low, high) == verdict
+    line = pd.Series({"fid_delta": delta, "fid_delta_ci_low": low, "fid_delta_ci_high": high})
+    assert parts.paired_delta(line) == (parts.interval_text(delta, low, high, signed=True), verdict)
+    assert parts.paired_delta({}) == ("", parts.DELTA_NOT_MEASURED)  # old rows: no fid_delta at all
+
+
+def test_wide_metrics_carries_the_first_extractor_per_key(tmp_path):
+    run = CfgRun(tmp_path)
+    run.add("teacher", 1.0, "fid", 10.0, n=N, n_real=N_REAL)  # recorded without context first
+    run.add("teacher", 1.0, "kid", 0.01, context={"extractor": "domain_a"}, n=N, n_real=N_REAL)
+    run.add("teacher", 1.0, "fid_ci_low", 9.0, context={"extractor": "domain_b"}, n=N, n_real=N_REAL)
+    run.add("teacher", 2.0, "fid", 8.0, n=N, n_real=N_REAL)
+    wide = parts.wide_metrics(rows_of(run), ["w"], ("fid", "kid")).set_index("w")
+    assert wide.loc[1.0, "extractor"] == "domain_a"  # the first recorded value among the chosen metrics' rows
+    assert pd.isna(wide.loc[2.0, "extractor"])
+    assert wide.columns.tolist() == ["n", "n_real", "extractor", "fid", "kid"]
 
 
 def test_heatmap_panels_write_every_finite_value_in_its_cell():

@@ -105,6 +105,7 @@ def test_full_run_writes_every_figure_the_table_and_the_note(tmp_path):
     assert line["fid [ci]"] == "23 [22.5, 23.5]" and line["network_evaluations"] == 20 and line["n"] == R * K
     timing = table.set_index(["method", "scale"])[guidance.TIMING_METRIC]
     assert timing["cfg", 4.0] == pytest.approx(0.05) and timing.loc["cg"].isna().all()
+    assert table["fid_inf [ci]"].isna().all() and guidance.FID_CAPTION in md  # rows from before FID-infinity
 
     curves = figure_data(tmp_path, "quality_vs_scale")
     fid = curves[curves["metric"] == "fid"]
@@ -200,6 +201,26 @@ def test_method_table_has_only_recorded_method_scale_pairs(tmp_path):
     assert len(table) == sum(len(s) for s in SCALES.values())
     assert table.columns.tolist()[:6] == ["method", "scale", "class_accuracy", "class_diversity", "fid", "fid [ci]"]
     assert table["classifier_evaluations"].tolist() == [10.0] * 5 + [0.0] * 4
+
+
+def test_method_table_carries_fid_infinity_and_the_extractor(tmp_path):
+    """CFG's rows as recorded since FID-infinity (with the extractor as context), CG's as before it."""
+    rows = guidance_rows(tmp_path, classifier=False)
+    recorded = [r for r in rows if r["params"].get("method") == "cfg" and r["metric"] == "fid"]
+    for fid_row in recorded:
+        fid = fid_row["value"]
+        extra = {"fid_infinity": fid - 4, "fid_infinity_ci_low": fid - 5, "fid_infinity_ci_high": fid - 3}
+        rows += [fid_row | {"metric": m, "value": v} for m, v in (extra | {"fid_infinity_residual": 0.2}).items()]
+    for row in rows:
+        if row["params"].get("method") == "cfg" and "artifact" not in row:
+            row["context"] = {"extractor": "domain_cafe"}
+    table = guidance.method_table(rows_to_frame(rows)).set_index(["method", "scale"])
+    assert table.columns.tolist()[3:5] == ["fid [ci]", "fid_inf [ci]"]  # after method, scale (the index) and fid
+    cfg_fid = known("cfg", 2.0)["fid"]
+    assert table.loc[("cfg", 2.0), "fid_inf [ci]"] == f"{cfg_fid - 4:g} [{cfg_fid - 5:g}, {cfg_fid - 3:g}]"
+    assert (table.loc["cfg", "extractor"] == "domain_cafe").all() and (table.loc["cfg", "n"] == R * K).all()
+    old = table.loc["cg"]
+    assert (old["fid_inf [ci]"] == "").all() and old["extractor"].isna().all() and old["fid_infinity"].isna().all()
 
 
 def test_classifier_curve_is_sorted_by_t(tmp_path):

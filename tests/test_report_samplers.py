@@ -300,6 +300,33 @@ def test_one_step_note_says_whether_the_fid_intervals_overlap(tmp_path):
     assert "no: its FID is not lower, and the intervals do not overlap" in worse
 
 
+def test_quality_and_distillation_tables_carry_fid_infinity_and_the_extractor(tmp_path):
+    """Image rows as recorded since FID-infinity (FID-infinity = FID - 2, interval ± 3, extractor as context)."""
+    rows = [r for r in sampler_rows(tmp_path, timing=False) if "artifact" not in r]
+    for fid_row in [r for r in rows if r["metric"] == "fid"]:
+        fid = fid_row["value"]
+        extra = {"fid_infinity": fid - 2, "fid_infinity_ci_low": fid - 5, "fid_infinity_ci_high": fid + 1}
+        rows += [fid_row | {"metric": m, "value": v} for m, v in extra.items()]
+    for row in rows:
+        if row["params"]["panel"] == "image":
+            row["context"] = {"extractor": "inception_pool3"}
+    quality = samplers.quality_table(samplers.sampler_rows(rows_to_frame(rows)))
+    columns = quality.columns.tolist()
+    assert columns[columns.index("fid [ci]") + 1] == "fid_inf [ci]"
+    image = quality[quality["panel"] == "image"].set_index(["series", "steps"])
+    assert image.loc[("one-step", 1), "fid_inf [ci]"] == "28 [25, 31]"
+    assert (image["extractor"] == "inception_pool3").all() and (image["n_real"] == 100).all()
+    gmm = quality[quality["panel"] == "gmm"]
+    assert (gmm["fid_inf [ci]"] == "").all() and gmm["extractor"].isna().all()  # no FID on the gmm panel
+
+    distilled = samplers.distillation_table(quality).set_index(["panel", "series", "steps"])
+    line = distilled.loc[("image", "consistency", 2)]
+    assert line["fid_inf [ci]"] == "26 [23, 29]" and line["extractor"] == "inception_pool3" and line["n"] == N_IMAGES
+
+    old = table(tmp_path)  # rows from before FID-infinity: the column is there, blank
+    assert (old["fid_inf [ci]"] == "").all() and old["extractor"].isna().all()
+
+
 def test_intervals_overlap():
     assert intervals_overlap((1, 2), (2, 3)) is True
     assert intervals_overlap((1, 2), (2.5, 3)) is False

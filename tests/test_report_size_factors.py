@@ -12,14 +12,18 @@ import pytest
 
 from diffbench.report.build import build_report
 from diffbench.report.figures import spaced_ticks, tile_images
+from diffbench.report.parts import DELTA_HIGHER, DELTA_LOWER, DELTA_NOT_MEASURED, DELTA_TIED
 from diffbench.report.sections import rows_to_frame
 from diffbench.report.size_factors import (
     distillation_note,
     efficiency_table,
     explained_variance_frame,
+    fid_measured_with,
     is_cumulative,
     model_rows,
     ordered_models,
+    paired_note,
+    paired_table,
     scalar_table,
     timing_by_size,
 )
@@ -67,16 +71,34 @@ class Rows:
     def __init__(self, run_dir: Path, run_id: str = "run-a") -> None:
         self.run_dir, self.run_id, self.rows = run_dir, run_id, []
 
-    def add(self, test: str, model: str, metric: str, value: float, artifact: str | None = None, **extra) -> None:
+    def add(
+        self,
+        test: str,
+        model: str,
+        metric: str,
+        value: float,
+        artifact: str | None = None,
+        context: dict | None = None,
+        **extra,
+    ) -> None:
         """A model row: ``model, mode, size_factor, band`` from the model id, plus ``extra`` (t, step, k)."""
-        self.append(test, model, {**model_params(model), **extra}, metric, value, artifact)
+        self.append(test, model, {**model_params(model), **extra}, metric, value, artifact, context)
 
     def timing(self, size: float, seconds: float) -> None:
         """A timing row: ``model`` is ``teacher`` or ``s<size>``, and there is no mode."""
         model = "teacher" if size == 1.0 else f"s{size:g}"
         self.append("test_sampling_latency", model, {"model": model, "size_factor": size, "params": 1}, TIMING, seconds)
 
-    def append(self, test: str, cell_id: str, params: dict, metric: str, value: float, artifact: str | None = None):
+    def append(
+        self,
+        test: str,
+        cell_id: str,
+        params: dict,
+        metric: str,
+        value: float,
+        artifact: str | None = None,
+        context: dict | None = None,
+    ):
         row = {
             "family": "size_factors",
             "cell": f"benchmarks/bench_size_factors.py::{test}[{cell_id}]",
@@ -92,6 +114,8 @@ class Rows:
         }
         if artifact is not None:
             row["artifact"] = artifact
+        if context is not None:
+            row["context"] = context
         self.rows.append(row)
 
     def array(self, test: str, model: str, name: str, array: np.ndarray) -> None:
@@ -144,6 +168,36 @@ def trajectory_rows(rows: Rows, rng: np.random.Generator) -> None:
         drift = (1 - size) * np.linspace(0, 1, STEPS + 1)[:, None, None]
         rows.array("test_trajectories", model, "trajectory_pca", path + drift)
         rows.array("test_trajectories", model, "samples", np.clip(samples + (1 - size), -1, 1))
+
+
+# FID per model (interval ± 1) and the paired difference student - teacher (delta, low, high), chosen so each verdict
+# has a known answer; data-s0.5 was measured before paired differences were recorded (no fid_delta rows).
+FIDS = {"teacher": 20.0, "data-s0.1": 25.0, "data-s0.5": 22.0, "distill-s0.1": 19.5, "distill-s1": 16.0}
+DELTAS = {
+    "data-s0.1": (5.0, 3.0, 7.0),  # excludes 0 above: a higher FID than the teacher
+    "distill-s0.1": (-0.5, -2.0, 1.0),  # includes 0
+    "distill-s1": (-4.0, -6.0, -2.0),  # excludes 0 below: a lower FID
+}
+VERDICTS = {"data-s0.1": DELTA_HIGHER, "data-s0.5": DELTA_NOT_MEASURED, "distill-s0.1": DELTA_TIED}
+VERDICTS |= {"distill-s1": DELTA_LOWER}
+EVAL_N, EVAL_N_REAL, EXTRACTOR = 200, 1000, "domain_5eed"
+DELTA_METRICS = ("fid_delta", "fid_delta_ci_low", "fid_delta_ci_high")
+
+
+def quality_rows(rows: Rows, deltas: dict = DELTAS, infinity: bool = True) -> None:
+    """Quality cells as recorded since FID-infinity and paired differences (``infinity``: FID-infinity = FID - 3,
+    interval ± 2; the extractor as context), or as before them (neither, no context)."""
+    context = {"extractor": EXTRACTOR} if infinity else None
+    sizes = {"n": EVAL_N, "n_real": EVAL_N_REAL}
+    for model, fid in FIDS.items():
+        metrics = {"fid": fid, "fid_ci_low": fid - 1, "fid_ci_high": fid + 1, "kid": fid / 1000}
+        if infinity:
+            metrics |= {"fid_infinity": fid - 3, "fid_infinity_ci_low": fid - 5, "fid_infinity_ci_high": fid - 1}
+        for metric, value in metrics.items():
+            rows.add("test_sample_quality", model, metric, value, context=context, **sizes)
+        if model in deltas:
+            for metric, value in zip(DELTA_METRICS, deltas[model], strict=True):
+                rows.add("test_sample_quality", model, metric, value, context=context, reference="teacher", **sizes)
 
 
 def make_run(run_dir: Path, seed: int = 0) -> list[dict]:
@@ -223,6 +277,65 @@ def test_missing_array_is_noted_and_later_rows_join(tmp_path):
     # 1 / (fid * params / 1e6): fid 100, params 4e4 -> 1 / 4
     assert table.loc["distill-s0.1", "quality_per_mparam"] == pytest.approx(0.25)
     assert "fid" in pd.read_csv(tmp_path / "figures/size_factors_metrics_vs_size.csv")["metric"].tolist()
+
+
+def test_paired_comparisons_with_the_teacher_in_the_report(tmp_path):
+    rows = Rows(tmp_path)
+    noise_rows(rows)
+    quality_rows(rows)
+    md = build_report(tmp_path, rows=rows.write()).read_text()
+    assert "could not be built" not in md and "### Paired comparisons with the teacher" in md
+    paired = pd.read_csv(tmp_path / "tables/size_factors_paired.csv").set_index("model")
+    assert paired.index.tolist() == ["data-s0.1", "data-s0.5", "distill-s0.1", "distill-s1"]  # students, in order
+    assert paired["verdict"].to_dict() == VERDICTS
+    assert paired.loc["data-s0.1", "fid_delta [ci]"] == "+5 [+3, +7]"
+    assert paired.loc["distill-s1", "fid_delta [ci]"] == "-4 [-6, -2]"
+    assert (paired["reference fid [ci]"] == "20 [19, 21]").all()  # the teacher's FID beside every student's
+    assert paired.loc["distill-s0.1", "fid [ci]"] == "19.5 [18.5, 20.5]"
+    assert (paired["n"] == EVAL_N).all() and (paired["extractor"] == EXTRACTOR).all()
+    assert "Paired FID difference student - teacher" in md and "distill-s1: Δ -4 [-6, -2] (excludes 0: lower" in md
+
+    efficiency = pd.read_csv(tmp_path / "tables/size_factors_efficiency.csv").set_index("model")
+    assert efficiency.loc["teacher", "fid [ci]"] == "20 [19, 21]"
+    assert efficiency.loc["teacher", "fid_inf [ci]"] == "17 [15, 19]"
+    measured = efficiency.loc[list(FIDS)]
+    assert (measured["n_real"] == EVAL_N_REAL).all() and (measured["extractor"] == EXTRACTOR).all()
+    assert efficiency.loc["data-s1", ["fid [ci]", "n", "extractor"]].isna().all()  # no quality cell: blank
+    columns = efficiency.columns.tolist()
+    assert columns[columns.index("fid [ci]") + 1] == "fid_inf [ci]"
+
+
+def test_rows_from_before_paired_differences_still_build(tmp_path):
+    rows = Rows(tmp_path)
+    noise_rows(rows)
+    quality_rows(rows, deltas={}, infinity=False)
+    md = build_report(tmp_path, rows=rows.write()).read_text()
+    assert "could not be built" not in md and "No fid_delta rows" in md
+    assert not (tmp_path / "tables/size_factors_paired.csv").exists()
+    efficiency = pd.read_csv(tmp_path / "tables/size_factors_efficiency.csv").set_index("model")
+    assert efficiency["fid_inf [ci]"].isna().all() and efficiency["extractor"].isna().all()  # blank, not absent
+    measured = efficiency.loc[list(FIDS)]
+    assert measured["fid [ci]"].notna().all() and (measured["n"] == EVAL_N).all()
+
+
+def test_paired_table_and_note_judge_by_the_paired_interval(tmp_path):
+    rows = Rows(tmp_path)
+    quality_rows(rows)
+    frame = _frame(rows.rows)
+    paired = paired_table(frame)
+    assert dict(zip(paired["model"], paired["verdict"], strict=True)) == VERDICTS
+    assert paired.set_index("model").loc["data-s0.5", "fid_delta [ci]"] == ""
+    note = paired_note(paired)
+    assert "of 3 student(s), 1 with a lower FID than the teacher" in note
+    assert "1 with a higher one (excludes 0 above), 1 not distinguishable at this n" in note
+    assert "distill-s0.1: Δ -0.5 [-2, +1] (includes 0: not distinguishable at this n; FID 19.5 [18.5, 20.5]" in note
+    assert "Not measured (no fid_delta rows): data-s0.5." in note
+    assert f"n = {EVAL_N} generated / {EVAL_N_REAL} real" in note
+    measured = fid_measured_with(frame).set_index("model")
+    assert (measured["n"] == EVAL_N).all() and set(measured.index) == set(FIDS)
+
+    assert paired_table(_frame([r for r in rows.rows if r["params"]["model"] == "teacher"])).empty
+    assert "no student can be compared" in paired_note(paired_table(_frame(rows.rows[:1])))
 
 
 def test_rows_from_two_runs_get_a_section_set_each(tmp_path):

@@ -51,6 +51,9 @@ FIDS = {
     ("lift", "diagonal", None): 116.14,
 }
 PARAMS = 58_500_000
+DELTA_METRICS = ("fid_delta", "fid_delta_ci_low", "fid_delta_ci_high")
+# Paired differences FID(path) - FID(baseline) of FIDS, each ± 2: every LIFT path's excludes 0 above.
+DELTAS = {key: (fid - 78.83, fid - 80.83, fid - 76.83) for key, fid in FIDS.items() if key[0] == "lift"}
 SAMPLES = 4
 SPACINGS = ("uniform", "quadratic", "snr", "dp", "dp_seed")
 STEPS = (5, 10, 20)
@@ -87,15 +90,22 @@ def snr_rows(
     fids: dict | None = None,
     schedule_fids: dict | None = None,
     run_id: str = "run-a",
+    deltas: dict | None = None,
+    extractor: str | None = None,
 ) -> list[dict]:
     """Rows as the snr_paths cells record them (arrays under ``run_dir``) for the chosen ``parts``; ``fids`` and
-    ``schedule_fids`` override entries of FIDS and SCHEDULE_FIDS."""
+    ``schedule_fids`` override entries of FIDS and SCHEDULE_FIDS. ``deltas``: (model, path, convention) of a LIFT
+    path -> its paired ``(fid_delta, low, high)`` against the baseline, and ``extractor`` the quality rows'
+    context, as recorded since paired differences (without: rows from before them)."""
     fids, schedule_fids = FIDS | (fids or {}), SCHEDULE_FIDS | (schedule_fids or {})
     rows = []
+    context = {"context": {"extractor": extractor}} if extractor else {}
 
     def row(cell: str, params: dict, metric: str, value: float, artifact: str | None = None) -> None:
         where = {"cell": f"benchmarks/bench_snr_paths.py::{cell}", "run_id": run_id, "params": params}
         rows.append(ROW | where | {"metric": metric, "value": value} | ({"artifact": artifact} if artifact else {}))
+        if cell == "test_quality" and not artifact:
+            rows[-1] |= context
 
     def save(name: str, array: np.ndarray) -> str:
         rel = f"{ARRAYS_DIR}/{run_id}-{name}.npy"
@@ -127,6 +137,8 @@ def snr_rows(
             metrics |= {"kid_std": 0.001, "params": float(PARAMS)}
             for metric, value in metrics.items():
                 row("test_quality", params, metric, value)
+            for metric, value in zip(DELTA_METRICS, (deltas or {}).get((model, path, convention), ()), strict=False):
+                row("test_quality", params | {"reference": "baseline"}, metric, value)
             row("test_quality", params, "samples", SAMPLES, save(f"samples-{path}-{convention}", images(SAMPLES)))
     if "density" in parts:
         for convention in CONVENTIONS:
@@ -244,8 +256,9 @@ def test_full_run_writes_every_section_figure_and_table(tmp_path):
     assert len(grids) == len(SPACINGS) * sum(STEPS)
     schedules = pd.read_csv(tmp_path / "tables/snr_paths_schedules.csv")
     assert list(zip(schedules["steps"], schedules["spacing"], strict=True)) == [(n, s) for n in STEPS for s in SPACINGS]
-    assert "dp beats uniform (FID 20 [19, 21] vs 30 [29, 31])" in md
-    assert "dp is indistinguishable at this n from snr (FID 20 [19, 21] vs 20.5 [19.5, 21.5])" in md
+    assert {"fid_inf [ci]", "extractor", "n_real"} <= set(schedules.columns)  # every FID table shows them
+    assert "dp beats uniform (FID 20 [19, 21] vs 30 [29, 31]; separate intervals)" in md
+    assert "dp is indistinguishable at this n from snr (FID 20 [19, 21] vs 20.5 [19.5, 21.5]; separate intervals)" in md
     assert "lowest schedule_cost at every step count checked (5, 10, 20)" in md
     assert len(figure_data(tmp_path, "schedule_samples")) == len(SPACINGS) * len(STEPS) * 10
 
@@ -272,6 +285,19 @@ def test_missing_parts_give_notes_not_errors(tmp_path):
     assert "could not be built" not in md and "No eps_mse rows" in md
     table = pd.read_csv(only_quality / "tables/snr_paths_quality.csv")
     assert not any(c.startswith("error_") for c in table.columns)  # no path_error rows to join
+    # Rows from before FID-infinity, paired differences and the extractor: their columns are there, blank.
+    assert table[["fid_inf [ci]", "fid_delta [ci] vs baseline", "extractor", "fid_delta"]].isna().all().all()
+    assert "Does the single-scale baseline beat the best LIFT path at equal parameters? yes: its FID is lower" in md
+
+
+def test_the_report_with_paired_differences(tmp_path):
+    md = report(tmp_path, snr_rows(tmp_path, parts=("quality",), deltas=DELTAS, extractor="domain_feed"))
+    assert "could not be built" not in md
+    assert snr_paths.FID_CAPTION in md and snr_paths.DELTA_CAPTION in md
+    assert "yes: the paired difference excludes 0 (the baseline's FID is lower)" in md
+    table = pd.read_csv(tmp_path / "tables/snr_paths_quality.csv").set_index("label")
+    assert table.loc["dp_large (seed)", "fid_delta [ci] vs baseline"] == "+22.7 [+20.7, +24.7]"
+    assert (table["extractor"] == "domain_feed").all()
 
 
 def test_a_missing_or_misshapen_heatmap_is_named_in_a_note(tmp_path):
@@ -335,6 +361,59 @@ def test_findings_note_with_the_baseline_apart_and_overlapping(tmp_path):
     assert "Does DP total hurt (derived)? yes: its FID is higher than the diagonal's" in hurt
 
 
+def test_quality_table_shows_the_paired_difference_fid_infinity_and_extractor(tmp_path):
+    deltas = {("lift", "dp_large", "seed"): (22.7, 20.7, 24.7), ("lift", "diagonal", None): (37.31, -1.0, 75.0)}
+    lines = quality_of(tmp_path, deltas=deltas, extractor="domain_feed").set_index("label")
+    assert lines.loc["dp_large (seed)", "fid_delta [ci] vs baseline"] == "+22.7 [+20.7, +24.7]"
+    assert lines.loc["diagonal", "fid_delta [ci] vs baseline"] == "+37.31 [-1, +75]"
+    assert lines.loc["single_scale", "fid_delta [ci] vs baseline"] == ""  # the baseline is the reference
+    assert lines.loc["dp_total (seed)", "fid_delta [ci] vs baseline"] == ""  # not recorded for that path
+    assert (lines["extractor"] == "domain_feed").all() and (lines["n"] == SAMPLES).all()
+    assert lines.loc["dp_large (seed)", "fid_delta_ci_low"] == 20.7
+    columns = lines.columns.tolist()
+    assert columns[columns.index("fid [ci]") + 1 : columns.index("fid [ci]") + 3] == [
+        "fid_inf [ci]",
+        "fid_delta [ci] vs baseline",
+    ]
+    assert lines["fid_inf [ci]"].eq("").all()  # no FID-infinity rows here: blank, not absent
+    assert lines.loc["dp_large (seed)", "fid"] == FIDS["lift", "dp_large", "seed"]  # the Δ rows join the path's line
+    assert len(lines) == len(FIDS)
+
+
+def test_findings_note_judges_the_baseline_by_the_paired_difference(tmp_path):
+    # The baseline at 100 [98.5, 101.5] overlaps dp_large (seed) at 101.53 [100.03, 103.03] (unpaired: not clear),
+    # but the paired difference +1.53 [+0.53, +2.53] excludes 0: the baseline is better.
+    baseline = {("baseline", "single_scale", None): 100.0}
+    key = ("lift", "dp_large", "seed")
+    apart = snr_paths.findings_note(quality_of(tmp_path, fids=baseline, deltas={key: (1.53, 0.53, 2.53)}))
+    assert "at equal parameters? yes: the paired difference excludes 0 (the baseline's FID is lower)" in apart
+    assert "Δ = FID(dp_large (seed)) - FID(baseline) = +1.53 [+0.53, +2.53], paired" in apart
+    assert "intervals overlap" not in apart.split("Best LIFT path")[0]
+
+    tied = snr_paths.findings_note(quality_of(tmp_path, fids=baseline, deltas={key: (1.53, -0.5, 3.5)}))
+    assert "not clearly: the paired difference includes 0 (indistinguishable at this n)" in tied
+
+    better = {("baseline", "single_scale", None): 110.0}
+    lift = snr_paths.findings_note(quality_of(tmp_path, fids=better, deltas={key: (-8.47, -10.0, -7.0)}))
+    assert "no: the paired difference excludes 0 with the best LIFT path's FID lower" in lift
+
+    # Without a paired difference, the separate intervals decide, and the note says so.
+    unpaired = snr_paths.findings_note(quality_of(tmp_path, fids=baseline))
+    assert "not clearly: the intervals overlap" in unpaired and "no paired difference recorded" in unpaired
+
+
+def test_findings_note_gives_every_path_against_the_baseline_and_dp_total_both_ways(tmp_path):
+    note = snr_paths.findings_note(quality_of(tmp_path, deltas=DELTAS))
+    assert "yes: the paired difference excludes 0" in note
+    assert "The other LIFT paths vs the baseline (paired, FID(path) - FID(baseline)): dp_large (derived) Δ" in note
+    others = note.split("The other LIFT paths")[1].split("Best LIFT path")[0]
+    assert others.count("(excludes 0: higher)") == len(DELTAS) - 1  # every path but the best, each above 0
+    # dp_total vs the diagonal: no paired difference between them, so their intervals; each one's Δ vs the baseline.
+    assert "Does DP total hurt (seed)? no: it improves on the diagonal" in note
+    paired = "vs the baseline (paired): dp_total (seed) Δ +30.37 [+28.37, +32.37] (excludes 0: higher), diagonal Δ"
+    assert paired in note
+
+
 def test_findings_note_says_not_measured_without_a_baseline(tmp_path):
     fids = {k: v for k, v in FIDS.items() if k[0] == "lift"}
     rows = [r for r in snr_rows(tmp_path, parts=("quality",)) if r["params"]["model"] == "lift"]
@@ -353,12 +432,12 @@ def schedule_table_of(tmp_path: Path, **kwargs) -> pd.DataFrame:
 def test_schedule_note_beats_indistinguishable_and_loses(tmp_path):
     note = snr_paths.schedule_note(schedule_table_of(tmp_path))
     assert (
-        "At 10 steps: dp beats uniform (FID 20 [19, 21] vs 30 [29, 31]); dp is indistinguishable at this n from snr"
-        in note
+        "At 10 steps: dp beats uniform (FID 20 [19, 21] vs 30 [29, 31]; separate intervals); dp is indistinguishable "
+        "at this n from snr" in note
     )
 
     loses = snr_paths.schedule_note(schedule_table_of(tmp_path, schedule_fids={("dp", 10): 40.0}))
-    assert "dp loses to uniform (FID 40 [39, 41] vs 30 [29, 31]); dp loses to snr" in loses
+    assert "dp loses to uniform (FID 40 [39, 41] vs 30 [29, 31]; separate intervals); dp loses to snr" in loses
 
     assert snr_paths.schedule_note(schedule_table_of(tmp_path), steps=5).startswith("At 5 steps: dp beats uniform")
 
@@ -473,3 +552,32 @@ def test_the_density_note_names_where_each_conventions_error_peaks():
     note = snr_paths.density_note(curves)
     assert "derived: E(t) is largest at t = 500" in note and "smallest at t = 999" in note and "a ratio of 4 " in note
     assert "seed: E(t) is largest at t = 999" in note and "smallest at t = 0" in note
+
+
+def test_the_schedule_verdict_uses_the_paired_difference_where_it_was_recorded():
+    table = pd.DataFrame(
+        {
+            "steps": [10, 10, 10],
+            "spacing": ["uniform", "snr", "dp"],
+            "fid": [6.0, 7.0, 7.5],
+            "fid_ci_low": [4.0, 5.0, 5.5],
+            "fid_ci_high": [8.0, 9.0, 9.5],
+            "schedule_cost": [3.0, 2.0, 1.0],
+        }
+    )
+    table = snr_paths.with_fid_interval(table)
+    deltas = pd.DataFrame(  # separate intervals overlap for both rivals; the paired one excludes 0 against uniform
+        {
+            "steps": [10, 10],
+            "spacing": ["dp", "dp"],
+            "reference": ["uniform", "snr"],
+            "fid_delta": [1.5, 0.5],
+            "fid_delta_ci_low": [0.4, -0.7],
+            "fid_delta_ci_high": [2.6, 1.6],
+        }
+    )
+    note = snr_paths.schedule_note(table, 10, deltas)
+    assert "dp - uniform = +1.5 [+0.4, +2.6] (paired, same noise): excludes 0: higher" in note
+    assert "dp - snr = +0.5 [-0.7, +1.6] (paired, same noise): includes 0: not distinguishable at this n" in note
+    assert "separate intervals" not in note
+    assert "separate intervals" in snr_paths.schedule_note(table, 10)  # no paired rows: the fallback, said so

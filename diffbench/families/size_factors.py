@@ -12,6 +12,7 @@ same specs from these ids and so share the artifacts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from diffbench.experiments import (
     eps_error_by_timestep,
     final_model,
     image_quality,
+    paired_fid_delta,
     trajectories,
 )
 from diffbench.families import Family, Measurements, Option, OptionValues
@@ -229,32 +231,68 @@ def student_trajectories(
     return out, traj, reference
 
 
+@dataclass(frozen=True)
+class QualitySamples:
+    """What determines a model's quality samples (their artifact key): class-balanced DDIM (``eta = 0``) at
+    ``steps`` from one noise generator seeded ``seed``, so sample ``i`` of every model starts from the same noise
+    and asks for class ``i mod K`` (the pairing :func:`diffbench.experiments.paired_fid_delta` relies on)."""
+
+    model: RunSpec
+    steps: int
+    n: int
+    seed: int
+    clip_denoised: float | None = IMAGE_CLIP
+
+
+QUALITY_SAMPLES_RECIPE_VERSION = 1
+
+
+def quality_samples(
+    model_id: str, profile: Profile, device: torch.device, cache: ArtifactCache, data_root: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(samples [N, C, H, W], labels [N])`` of a model for the quality metrics, drawn once per cache."""
+    scale = profile.size_factors
+    model = model_spec(profile, model_id, data_root)
+    spec = QualitySamples(model, scale.sampling_steps, scale.eval_samples, profile.seed)
+    data = cached_dataset(spec.model.data, "train")
+    labels = conditioning(spec.n, data.num_classes, torch.device("cpu"))["y"]
+
+    def build(_workdir) -> dict:
+        samples = class_conditional_samples(
+            final_model(spec.model, cache, device),
+            spec.model.schedule.build(),
+            (spec.n, *data.sample_shape),
+            steps=spec.steps,
+            seed=spec.seed,
+            labels=labels,
+            clip_denoised=spec.clip_denoised,
+        )
+        return {"samples": samples}
+
+    artifact = cache.get_or_build("quality_samples", spec, build, version=QUALITY_SAMPLES_RECIPE_VERSION, device=device)
+    return artifact["samples"], labels
+
+
 def sample_quality(
     model_id: str, profile: Profile, device: torch.device, cache: ArtifactCache, data_root: str | None = None
 ) -> Measurements:
-    """Domain FID (with its bootstrap CI), KID, class accuracy and per-class diversity of class-balanced DDIM
-    samples against the held-out split.
+    """Domain FID (with its interval and FID-infinity), KID, class accuracy and per-class diversity of
+    class-balanced DDIM samples against the held-out split; for a student also FID(student) - FID(teacher) with
+    its paired interval (both drawn from the same noise).
     The extractor's weight fingerprint is context, not a cell parameter: another torch version retraining the
     classifier must not turn a baseline's FID rows into "missing"."""
-    scale = profile.size_factors
     spec = model_spec(profile, model_id, data_root)
     model = final_model(spec, cache, device)
-    data = cached_dataset(spec.data, "train")
-    shape = (scale.eval_samples, *data.sample_shape)
-    labels = conditioning(shape[0], data.num_classes, torch.device("cpu"))["y"]
-    samples = class_conditional_samples(
-        model,
-        spec.schedule.build(),
-        shape,
-        steps=scale.sampling_steps,
-        seed=profile.seed,
-        labels=labels,
-        clip_denoised=IMAGE_CLIP,
-    )
+    samples, labels = quality_samples(model_id, profile, device, cache, data_root)
     result, classes = image_quality(samples, labels, spec.data, cache, device, seed=profile.seed)
     out = Measurements({**model_params(model_id, model), "n": result.n_samples, "n_real": result.n_real})
-    out.update({**result.metrics(), **classes}, context={"extractor": result.extractor})
+    context = {"extractor": result.extractor}
+    out.update({**result.metrics(), **classes}, context=context)
     out.add("params", count_parameters(model))
+    if model_id != TEACHER:
+        teacher_samples, _ = quality_samples(TEACHER, profile, device, cache, data_root)
+        delta = paired_fid_delta(samples, teacher_samples, spec.data, cache, device, seed=profile.seed)
+        out.update(delta, context=context, reference=TEACHER)
     return out
 
 

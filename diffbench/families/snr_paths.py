@@ -40,6 +40,7 @@ from diffbench.experiments import (
     final_model,
     image_quality,
     num_classes_of,
+    paired_fid_delta,
 )
 from diffbench.families import Family, Measurements, Option, OptionValues
 from diffbench.families import size_factors as sf
@@ -91,6 +92,7 @@ MSE_TESTS = {  # seed 003's tests: which scales are noisy (the other is clean, a
 }
 SPACINGS = ("uniform", "quadratic", "snr", "dp", "dp_seed")
 DP_SPACINGS = {"dp": "derived", "dp_seed": "seed"}  # the DP schedule under each chain-rule factor
+PAIRED_SPACINGS = ("uniform", "snr")  # every other grid's FID is also compared with these, paired
 KINDS = ("mse", "heatmap", "quality", "density", "schedule")
 RECIPE_VERSION = 1
 SAMPLE_BATCH = 500
@@ -224,6 +226,9 @@ class Cell:
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
+BASELINE_CELL = Cell("quality", BASELINE, SINGLE_SCALE)
+
+
 def cells(profile: Profile) -> list[Cell]:
     """Every cell, ordered for xdist's round-robin start on two workers: one trains LIFT (its MSE tests), then
     builds the heatmap and samples the diagonal; the other trains the teacher (its error density), then the
@@ -238,7 +243,7 @@ def cells(profile: Profile) -> list[Cell]:
         Cell("mse", LIFT),
         Cell("density", TEACHER),
         Cell("heatmap", LIFT),
-        Cell("quality", BASELINE, SINGLE_SCALE),
+        BASELINE_CELL,
         Cell("quality", LIFT, "diagonal"),
         *dp,
         *schedules,
@@ -463,6 +468,20 @@ def cached_path_samples(spec: PathSamples, cache: ArtifactCache, device: torch.d
     return cache.get_or_build("snr_path_samples", spec, build, version=RECIPE_VERSION, device=device)["samples"]
 
 
+def path_samples(
+    cell: Cell,
+    profile: Profile,
+    options: OptionValues,
+    device: torch.device,
+    cache: ArtifactCache,
+    data_root: str | None = None,
+) -> PathSamples:
+    """The samples a quality cell evaluates: its model along its path's schedules, the profile's count and seed."""
+    t_large, t_small, _ = path_schedules(cell, profile, options, device, cache, data_root)
+    model = model_spec(profile, cell.model, data_root)
+    return PathSamples(model, t_large, t_small, profile.snr_paths.eval_samples, profile.seed)
+
+
 def path_quality(
     cell: Cell,
     profile: Profile,
@@ -471,13 +490,14 @@ def path_quality(
     cache: ArtifactCache,
     data_root: str | None = None,
 ) -> tuple[Measurements, Tensor]:
-    """Domain FID (with its interval) and KID of a LIFT path's or the baseline's samples at the profile's step
-    count, the model's parameter count; the baseline also records its eps MSE at the MSE tests' timestep and
+    """Domain FID (with its interval and FID-infinity) and KID of a LIFT path's or the baseline's samples at the
+    profile's step count, the model's parameter count; a LIFT path also FID(path) - FID(baseline) with its paired
+    interval (both start from the same large-scale noise), the baseline its eps MSE at the MSE tests' timestep and
     noise. Returns the rows and the samples."""
     scale = profile.snr_paths
-    spec = model_spec(profile, cell.model, data_root)
-    t_large, t_small, _ = path_schedules(cell, profile, options, device, cache, data_root)
-    samples = cached_path_samples(PathSamples(spec, t_large, t_small, scale.eval_samples, profile.seed), cache, device)
+    drawn = path_samples(cell, profile, options, device, cache, data_root)
+    spec, t_large = drawn.model, drawn.t_large
+    samples = cached_path_samples(drawn, cache, device)
     result = domain_fid(samples, spec.data, cache, device, seed=profile.seed)
     out = Measurements({**cell.params, "steps": len(t_large), "n": result.n_samples, "n_real": result.n_real})
     out.update(result.metrics(), context={"extractor": result.extractor})
@@ -490,6 +510,12 @@ def path_quality(
         error = baseline_mse(model, spec.schedule.build(), test.x, t, profile.seed)
         for name in ("large", "total"):
             out.add("eps_mse", error, test=SINGLE_SCALE, scale=name, t=t)
+    else:  # a LIFT path, paired with the baseline: the same large-scale noise per sample
+        reference = cached_path_samples(
+            path_samples(BASELINE_CELL, profile, options, device, cache, data_root), cache, device
+        )
+        delta = paired_fid_delta(samples, reference, spec.data, cache, device, seed=profile.seed)
+        out.update(delta, context={"extractor": result.extractor}, reference=BASELINE)
     out.array("samples", samples[: scale.grid_samples])
     return out, samples
 
@@ -583,7 +609,9 @@ def schedule_quality(
     cell: Cell, profile: Profile, device: torch.device, cache: ArtifactCache, data_root: str | None = None
 ) -> tuple[Measurements, list[int]]:
     """Class-conditional DDIM samples of the teacher on one grid: domain FID with its interval, class accuracy
-    and diversity, the grid's DP objective (derived factor) and its timesteps. Returns the rows and the grid."""
+    and diversity, the grid's DP objective (derived factor), its timesteps, and its FID minus the uniform and the
+    log-SNR-uniform grids' at the same step count with a paired interval (same noise and classes per sample).
+    Returns the rows and the grid."""
     scale = profile.snr_paths
     spec = density_spec(profile, data_root)
     teacher = spec.model
@@ -599,6 +627,12 @@ def schedule_quality(
     out.add("network_evaluations", len(grid))
     for k, t in enumerate(grid):
         out.add("schedule_timestep", t, k=k)
+    for reference in PAIRED_SPACINGS:  # every grid starts sample i from the same noise and class: paired
+        if reference != cell.spacing:
+            grid_ref = schedule_grid(reference, cell.steps, profile, device, cache, data_root)
+            other = cached_path_samples(PathSamples(teacher, tuple(grid_ref), (), n, profile.seed), cache, device)
+            delta = paired_fid_delta(samples, other, teacher.data, cache, device, seed=profile.seed)
+            out.update(delta, context={"extractor": result.extractor}, reference=reference)
     out.array("samples", samples[: scale.grid_samples])
     return out, grid
 

@@ -5,8 +5,24 @@ images, ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^{1/2})``. Features come from an
 Inception pool3 (the field's reference numbers; weights must be on disk, see ``diffbench.inception``) or the
 penultimate layer of a small classifier trained on the same data (``domain_features``: cheap on a CPU, and
 meaningful for 8x8 / 16x16 images that Inception was never trained on). FID is biased and depends strongly on
-the number of samples, so every result states its sample sizes and carries a bootstrap interval and KID
+the number of samples, so every result states its sample sizes and carries an interval, FID-infinity and KID
 (Binkowski et al. 2018), whose estimator is unbiased at any n.
+
+What each interval estimates (95%, recorded beside every value):
+
+- ``fid_ci_low``/``fid_ci_high``: FID *at these sample sizes* (n_gen, n_real), i.e. the spread of FID over fresh
+  draws of both the generated and the real set of those sizes; the interval covers ``E[FID_n]``, not FID at
+  infinite n (FID is biased upwards by roughly ``c / n``). Computed by half-sampling both sides (:func:`fid_interval`).
+- ``fid_infinity_ci_low``/``_high``: FID extrapolated to infinitely many generated samples (Chong & Forsyth 2020),
+  with the real statistics fixed (:func:`fid_infinity`).
+- ``fid_delta_ci_low``/``_high``: the difference of two models' FIDs at these sizes when their samples are paired
+  (drawn from the same noise), resampled jointly (:func:`fid_difference`).
+
+Half-sampling rather than the bootstrap: a bootstrap resample repeats images, which changes FID's small-n bias
+and inflates its spread; a random half (without replacement) is an ordinary, smaller sample, and for a smooth
+statistic the spread of half-sample values matches the spread at the full size (the finite-population factor
+``1 - m/n = 1/2`` cancels the doubled variance of a half-size sample). ``tests/test_fid_intervals.py`` checks the
+coverage by simulation.
 """
 
 from __future__ import annotations
@@ -36,10 +52,17 @@ KID_MAX_REAL = 10_000
 
 declare(
     Metric("fid", LOWER, QUALITY, "Frechet distance of feature Gaussians at this n_gen and n_real (biased in n)"),
-    Metric("fid_ci_low", NEITHER, BOOKKEEPING, "2.5% end of the FID bootstrap interval", tolerance="info"),
-    Metric("fid_ci_high", NEITHER, BOOKKEEPING, "97.5% end of the FID bootstrap interval", tolerance="info"),
+    Metric("fid_ci_low", NEITHER, BOOKKEEPING, "2.5% end: spread of FID at this n_gen and n_real", tolerance="info"),
+    Metric("fid_ci_high", NEITHER, BOOKKEEPING, "97.5% end: spread of FID at this n_gen and n_real", tolerance="info"),
+    Metric("fid_infinity", LOWER, QUALITY, "FID extrapolated to infinite n_gen (fit in 1/n), real statistics fixed"),
+    Metric("fid_infinity_ci_low", NEITHER, BOOKKEEPING, "2.5% end of the FID-infinity interval", tolerance="info"),
+    Metric("fid_infinity_ci_high", NEITHER, BOOKKEEPING, "97.5% end of the FID-infinity interval", tolerance="info"),
+    Metric("fid_infinity_residual", NEITHER, BOOKKEEPING, "RMS residual of the fit in 1/n", tolerance="info"),
+    Metric("fid_delta", NEITHER, QUALITY, "FID of a model minus its reference's, paired samples, this n"),
+    Metric("fid_delta_ci_low", NEITHER, BOOKKEEPING, "2.5% end of the paired FID difference", tolerance="info"),
+    Metric("fid_delta_ci_high", NEITHER, BOOKKEEPING, "97.5% end of the paired FID difference", tolerance="info"),
     Metric("kid", LOWER, QUALITY, "unbiased MMD^2 with the cubic polynomial kernel, mean over subsets"),
-    Metric("kid_std", NEITHER, BOOKKEEPING, "spread of KID over its subsets", tolerance="info"),
+    Metric("kid_std", NEITHER, BOOKKEEPING, "std of KID over subsets of min(1000, n/2) rows", tolerance="info"),
     Metric("classifier_accuracy", HIGHER, QUALITY, "held-out accuracy of the domain-feature classifier"),
 )
 
@@ -108,6 +131,175 @@ def _frechet_to_features(mu1: Tensor, sigma1: Tensor, feats: Tensor, projected: 
     return float((mu1 - mu2).square().sum() + sigma1.trace() + tr2 - 2 * tr_covmean)
 
 
+def _centred(x: Tensor) -> Tensor:
+    """``(x - mean) / sqrt(n - 1)``: ``A`` with ``A^T A`` the sample covariance of the rows of ``x``."""
+    return (x - x.mean(dim=0)) / math.sqrt(len(x) - 1)
+
+
+def frechet_between(x: Tensor, y: Tensor) -> float:
+    """``frechet_distance(mean(x), cov(x), mean(y), cov(y))`` of two feature sets ``[n, d]`` and ``[m, d]``
+    (``n, m >= 2``), from the features. With ``S1 = A^T A`` and ``S2 = B^T B`` (:func:`_centred`), the eigenvalues
+    of ``S1 S2`` are the squared singular values of ``A B^T`` (``n x m``), so ``Tr((S1 S2)^{1/2})`` is its nuclear
+    norm: an ``n x m`` SVD when a set is smaller than ``d``, else the ``d x d`` route of :func:`frechet_distance`."""
+    a, b = _centred(_as64(x, "x")), _centred(_as64(y, "y"))
+    if min(len(a), len(b)) < a.shape[1]:
+        tr_covmean = torch.linalg.svdvals(a @ b.T).sum()
+    else:
+        root = _psd_sqrt(a.T @ a)
+        m = root @ (b.T @ b) @ root
+        tr_covmean = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+    mean_term = torch.as_tensor(x, dtype=torch.float64).mean(0) - torch.as_tensor(y, dtype=torch.float64).mean(0)
+    return float(mean_term.square().sum() + a.square().sum() + b.square().sum() - 2 * tr_covmean)
+
+
+# --- intervals (half-sampling), FID-infinity, paired differences ---------------------------------------------
+
+
+def _half(n: int, generator: torch.Generator) -> Tensor:
+    """A random half of ``range(n)`` (without replacement), at least 2 indices."""
+    return torch.randperm(n, generator=generator)[: max(2, n // 2)]
+
+
+def _recentred(value: float, draws: list[float]) -> tuple[float, float]:
+    """The 2.5% and 97.5% spread of ``draws`` about their median, placed around ``value``: half-sample values
+    carry the bias of the smaller size (FID's ~ c/n), so their spread, not their location, is what transfers."""
+    q = torch.quantile(torch.tensor(draws, dtype=torch.float64), torch.tensor([0.025, 0.5, 0.975]).double())
+    return value - float(q[1] - q[0]), value + float(q[2] - q[1])
+
+
+def _check_draws(draws: int) -> None:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
+        raise ValueError(f"draws must be an integer >= 2, got {draws!r}")
+
+
+def fid_interval(
+    gen_feats: Tensor, real_feats: Tensor, *, generator: torch.Generator, draws: int = 100
+) -> tuple[float, float]:
+    """95% interval for FID *at these sample sizes*: the spread of FID over fresh draws of both sets, estimated by
+    half-sampling both (``draws`` random halves of each, without replacement; see the module docstring) and placed
+    around the full-size FID. It covers ``E[FID_n]`` at ``(n_gen, n_real)``, not FID at infinite n. The lower end
+    is clipped at 0 (FID is a squared distance)."""
+    _check_draws(draws)
+    x, y = _as64(gen_feats, "gen_feats"), _as64(real_feats, "real_feats")
+    value = frechet_between(x, y)
+    samples = [frechet_between(x[_half(len(x), generator)], y[_half(len(y), generator)]) for _ in range(draws)]
+    low, high = _recentred(value, samples)
+    return max(0.0, low), high
+
+
+def fid_difference(
+    gen_a: Tensor,
+    gen_b: Tensor,
+    real_feats: Tensor,
+    *,
+    generator: torch.Generator,
+    draws: int = 100,
+    paired: bool = True,
+) -> tuple[float, float, float]:
+    """``(delta, low, high)``: ``FID(a) - FID(b)`` against the same real features and its 95% interval at these
+    sizes. ``paired``: sample ``i`` of ``a`` and of ``b`` come from the same noise, so each draw takes the same
+    random half of the indices from both (and one random half of the real set): what the two sets share cancels
+    in the difference and the interval is much tighter than two separate ones. ``paired=False`` halves each set
+    (and the real set for each) independently: the interval two unrelated models would get."""
+    _check_draws(draws)
+    a, b, y = _as64(gen_a, "gen_a"), _as64(gen_b, "gen_b"), _as64(real_feats, "real_feats")
+    if paired and a.shape != b.shape:
+        raise ValueError(f"paired sets need the same shape (sample i of each from one noise), got {a.shape}, {b.shape}")
+    delta = frechet_between(a, y) - frechet_between(b, y)
+    samples = []
+    for _ in range(draws):
+        if paired:
+            idx, real = _half(len(a), generator), _half(len(y), generator)
+            samples.append(frechet_between(a[idx], y[real]) - frechet_between(b[idx], y[real]))
+        else:
+            fid_a = frechet_between(a[_half(len(a), generator)], y[_half(len(y), generator)])
+            samples.append(fid_a - frechet_between(b[_half(len(b), generator)], y[_half(len(y), generator)]))
+    low, high = _recentred(delta, samples)
+    return delta, low, high
+
+
+@dataclass(frozen=True)
+class FIDInfinity:
+    """FID-infinity (Chong & Forsyth 2020): the intercept ``value`` of ``FID_N = value + slope / N`` fitted by least
+    squares to FIDs of random subsets of ``sizes`` (``fids``), its 95% interval (half-sampling) and the fit's RMS
+    residual."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    residual: float
+    sizes: tuple[int, ...]
+    fids: tuple[float, ...]
+
+
+def infinity_sizes(n: int, dims: int, num_sizes: int = 15) -> list[int]:
+    """``num_sizes`` subset sizes spread evenly from ``max(n / 10, min(n / 2, 4 dims))`` to ``n`` (distinct
+    integers): the fit in ``1/N`` holds once ``N`` is well above the feature dimension (near it the covariance is
+    nearly singular and FID bends away from the line, which biases the intercept low), so the small end stays above
+    ``4 dims`` when ``n`` allows."""
+    if n < 4 or num_sizes < 2:
+        raise ValueError(f"FID-infinity needs n >= 4 samples and num_sizes >= 2, got n = {n}, num_sizes = {num_sizes}")
+    low = max(n // 10, min(n // 2, 4 * dims), 2)
+    return sorted({int(round(v)) for v in np.linspace(low, n, num_sizes)})
+
+
+def _infinity_fit(
+    feats: Tensor,
+    projected: Tensor,
+    mu: Tensor,
+    sigma: Tensor,
+    sizes: list[int],
+    generator: torch.Generator,
+    repeats: int,
+) -> tuple[float, float, list[float]]:
+    """``(intercept, rms residual, mean FID per size)`` of the least-squares fit ``FID_N = a + b / N`` over
+    ``repeats`` random subsets (without replacement) per size."""
+    fids, inverse = [], []
+    for size in sizes:
+        for _ in range(repeats):
+            idx = torch.randperm(len(feats), generator=generator)[:size]
+            fids.append(_frechet_to_features(mu, sigma, feats[idx], projected[idx]))
+            inverse.append(1.0 / size)
+    design = torch.stack([torch.ones(len(fids), dtype=torch.float64), torch.tensor(inverse, dtype=torch.float64)], 1)
+    target = torch.tensor(fids, dtype=torch.float64)
+    coef = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
+    residual = float((design @ coef - target).square().mean().sqrt())
+    return float(coef[0]), residual, [float(v) for v in target.reshape(len(sizes), repeats).mean(1)]
+
+
+def fid_infinity(
+    gen_feats: Tensor,
+    real_mu: Tensor,
+    real_sigma: Tensor,
+    *,
+    generator: torch.Generator,
+    num_sizes: int = 15,
+    repeats: int = 4,
+    draws: int = 50,
+    sqrt_sigma: Tensor | None = None,
+) -> FIDInfinity:
+    """FID-infinity of generated features ``[n, d]`` against fixed real moments (``mu`` ``[d]``, ``sigma``
+    ``[d, d]``): FID of ``repeats`` random subsets (without replacement) at each of :func:`infinity_sizes`, a
+    least-squares line in ``1/N``, its intercept (Chong & Forsyth draw one subset per size; averaging a few
+    removes the subset choice's share of the intercept's noise). The interval repeats the whole procedure on
+    ``draws`` random halves of the generated set and places their spread around the estimate
+    (:func:`fid_interval`'s reasoning). The real side's own finite-n bias is not removed: the real statistics are
+    taken as exact."""
+    _check_draws(draws)
+    feats, mu, sigma = _as64(gen_feats, "gen_feats"), _as64(real_mu, "real_mu"), _as64(real_sigma, "real_sigma")
+    root = _psd_sqrt(sigma) if sqrt_sigma is None else _as64(sqrt_sigma, "sqrt_sigma")
+    projected = feats @ root
+    sizes = infinity_sizes(len(feats), feats.shape[1], num_sizes)
+    value, residual, fids = _infinity_fit(feats, projected, mu, sigma, sizes, generator, repeats)
+    samples = []
+    for _ in range(draws):
+        half = _half(len(feats), generator)
+        half_sizes = infinity_sizes(len(half), feats.shape[1], num_sizes)
+        samples.append(_infinity_fit(feats[half], projected[half], mu, sigma, half_sizes, generator, repeats)[0])
+    low, high = _recentred(value, samples)
+    return FIDInfinity(value, low, high, residual, tuple(sizes), tuple(fids))
+
+
 # --- KID ----------------------------------------------------------------------------------------------------
 
 
@@ -121,15 +313,19 @@ def kid(
 ) -> tuple[float, float]:
     """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 with the polynomial kernel
     ``k(x, y) = (x.y / d + 1)^3``, ``sum_{i!=j} k(x_i,x_j)/(m(m-1)) + sum_{i!=j} k(y_i,y_j)/(m(m-1)) -
-    2 sum k(x_i,y_j)/m^2``, on ``subsets`` random subsets of ``m = min(subset_size, n_x, n_y)`` rows of each
-    set (drawn without replacement). Returns ``(mean, std)`` over the subsets; unbiased, so it can be < 0."""
+    2 sum k(x_i,y_j)/m^2``, on ``subsets`` random subsets of ``m = min(subset_size, n_x / 2, n_y / 2)`` rows of
+    each set (drawn without replacement). Returns ``(mean, std)`` over the subsets; unbiased, so it can be < 0.
+
+    ``m`` is at most half of each set so that subsets differ: with ``m = n`` every subset is the whole set and the
+    std would ignore the generated side's sampling noise. At ``m = n/2`` the std over subsets estimates the std of
+    KID at ``n`` (half-sampling, see the module docstring); for large sets it is the std at ``m = subset_size``."""
     x, y = _as64(feats_x, "feats_x"), _as64(feats_y, "feats_y")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"expected features [n, d] and [m, d], got {tuple(x.shape)} and {tuple(y.shape)}")
     if subsets < 1:
         raise ValueError(f"subsets must be >= 1, got {subsets}")
-    m = min(subset_size, len(x), len(y))
-    if m < 2:
+    m = max(2, min(subset_size, len(x) // 2, len(y) // 2))
+    if min(len(x), len(y)) < 2:
         raise ValueError(f"KID needs at least 2 rows per set, got {len(x)} and {len(y)} (subset_size {subset_size})")
     d = x.shape[1]
 
@@ -295,9 +491,9 @@ class RealStats:
 
 @dataclass(frozen=True)
 class FIDResult:
-    """FID with the sample sizes it was measured at (FID is biased in both), a 95% bootstrap interval over
-    resampled generated features, centred on the estimate (real statistics fixed; NaN without bootstrap), and
-    KID."""
+    """FID with the sample sizes it was measured at (FID is biased in both), its 95% interval at those sizes
+    (:func:`fid_interval`; NaN without draws), FID-infinity in the generated sample size (``None`` when not
+    computed) and KID."""
 
     value: float
     ci_low: float
@@ -308,16 +504,25 @@ class FIDResult:
     n_real: int
     extractor: str
     dims: int
+    infinity: FIDInfinity | None = None
 
     def metrics(self) -> dict[str, float]:
         """The result rows a benchmark records."""
-        return {
+        rows = {
             "fid": self.value,
             "fid_ci_low": self.ci_low,
             "fid_ci_high": self.ci_high,
             "kid": self.kid,
             "kid_std": self.kid_std,
         }
+        if self.infinity is not None:
+            rows.update(
+                fid_infinity=self.infinity.value,
+                fid_infinity_ci_low=self.infinity.ci_low,
+                fid_infinity_ci_high=self.infinity.ci_high,
+                fid_infinity_residual=self.infinity.residual,
+            )
+        return rows
 
 
 def check_images(images: object, name: str = "samples") -> Tensor:
@@ -401,7 +606,8 @@ def fid(
     split: str = "train",
     generator: torch.Generator,
     cache: ArtifactCache | None = None,
-    bootstrap: int = 200,
+    interval_draws: int = 100,
+    infinity_draws: int = 50,
     batch_size: int = 256,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
@@ -409,11 +615,10 @@ def fid(
     """FID of generated ``samples`` ``[N, C, H, W]`` in ``[-1, 1]`` against ``n`` real images of ``dataset``'s
     ``split`` (real statistics cached in ``cache``), in ``extractor``'s feature space.
 
-    ``generator`` drives the bootstrap (``bootstrap`` resamples of the generated features, with replacement)
-    and KID's subsets. The 95% interval is the spread of the bootstrap FIDs (their 2.5 and 97.5 percentiles
-    relative to their median) placed around ``value``: a resample repeats points, which adds FID's small-n bias
-    to every draw, so the raw percentiles would sit above the estimate; the spread is what varies with the
-    generated set. Bootstrap cost: ``bootstrap`` eigenvalue problems of size ``min(N, dims)``.
+    ``generator`` drives the interval, FID-infinity and KID's subsets. The 95% interval is FID's spread at these
+    sizes from ``interval_draws`` half-samples of both sets (:func:`fid_interval`; ``0``: no interval, NaN);
+    FID-infinity (:func:`fid_infinity`, ``infinity_draws`` halves for its interval; ``0``: not computed). The real
+    side of the interval uses the stored real features (all of them up to ``KID_MAX_REAL``).
 
     Warns (``FIDSampleSizeWarning``) when either set has no more images than feature dimensions: the covariance
     is then singular and FID strongly biased, comparable only at equal n; KID stays meaningful."""
@@ -435,15 +640,13 @@ def fid(
     projected = feats @ real.sqrt_sigma
     value = _frechet_to_features(real.mu, real.sigma, feats, projected)
     ci_low = ci_high = float("nan")
-    if bootstrap > 0:
-        draws = []
-        for _ in range(bootstrap):
-            idx = torch.randint(len(feats), (len(feats),), generator=generator)
-            draws.append(_frechet_to_features(real.mu, real.sigma, feats[idx], projected[idx]))
-        # Resampling with replacement duplicates images, which shifts every draw up by FID's small-n bias; the
-        # interval keeps the draws' spread (2.5/97.5 percentiles around their median) centred on the estimate.
-        q = torch.quantile(torch.tensor(draws, dtype=torch.float64), torch.tensor([0.025, 0.5, 0.975]).double())
-        ci_low, ci_high = max(min(0.0, value), value - float(q[1] - q[0])), value + float(q[2] - q[1])
+    if interval_draws > 0:
+        ci_low, ci_high = fid_interval(feats, real.features, generator=generator, draws=interval_draws)
+    infinity = None
+    if infinity_draws > 0 and len(feats) >= 4:
+        infinity = fid_infinity(
+            feats, real.mu, real.sigma, generator=generator, draws=infinity_draws, sqrt_sigma=real.sqrt_sigma
+        )
     kid_mean, kid_std = kid(feats, real.features, subsets=kid_subsets, subset_size=kid_subset_size, generator=generator)
     return FIDResult(
         value=value,
@@ -455,10 +658,12 @@ def fid(
         n_real=real.n,
         extractor=extractor.name,
         dims=dims,
+        infinity=infinity,
     )
 
 
 __all__ = [
+    "FIDInfinity",
     "FIDResult",
     "FIDSampleSizeWarning",
     "FIDWeightsUnavailable",
@@ -471,7 +676,12 @@ __all__ = [
     "domain_features",
     "extract_features",
     "fid",
+    "fid_difference",
+    "fid_infinity",
+    "fid_interval",
+    "frechet_between",
     "frechet_distance",
+    "infinity_sizes",
     "kid",
     "real_statistics",
 ]

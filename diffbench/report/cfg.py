@@ -25,9 +25,10 @@ import pandas as pd
 
 from diffbench.report import figures
 from diffbench.report.parts import (
+    FID_CAPTION,
+    MEASURED_WITH,
     NUM_CLASSES,
     QUALITY_METRICS,
-    SIZE_PARAMS,
     Out,
     image_index,
     is_image_batch,
@@ -214,13 +215,14 @@ def stepwise_frame(rows: pd.DataFrame, metric: str, reference: str = UNGUIDED) -
 
 def quality_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (model, w) with a quality row: ``model, mode, size_factor, w, class_accuracy,
-    class_diversity, fid, fid [ci], fid_ci_low, fid_ci_high, kid, kid_std, n, n_real``; models in report order, then
-    by ``w``."""
+    class_diversity, fid, fid [ci], fid_inf [ci], fid_ci_low, fid_ci_high, kid, kid_std, fid_infinity,
+    fid_infinity_ci_low, fid_infinity_ci_high, fid_infinity_residual, n, n_real, extractor``; models in report
+    order, then by ``w``."""
     quality = rows[rows["reference"].isna() & rows["step"].isna()]
     wide = wide_metrics(quality, ["model", "w"], QUALITY_METRICS)
     models = ordered_models(rows)
     out = wide.join(models.set_index("model")[["mode", "size_factor"]], on="model")
-    out = in_report_order(out, models["model"])[["model", "mode", "size_factor", "w", *QUALITY_METRICS, *SIZE_PARAMS]]
+    out = in_report_order(out, models["model"])[["model", "mode", "size_factor", "w", *QUALITY_METRICS, *MEASURED_WITH]]
     return with_fid_interval(out)
 
 
@@ -543,15 +545,18 @@ def _quality_items(rows: pd.DataFrame, models: pd.DataFrame, styles: dict, out: 
         return [Note("No quality rows (class_accuracy, class_diversity, fid, kid): quality table skipped.")]
     caption = (
         "Per model and scale w: class accuracy (share assigned to the requested class by an independent "
-        "classifier), class diversity (mean pairwise same-class feature distance), domain FID with its bootstrap "
-        "interval, KID, and the numbers of generated (n) and held-out real (n_real) images."
+        "classifier), class diversity (mean pairwise same-class feature distance), domain FID and FID-infinity with "
+        "their intervals, KID, the numbers of generated (n) and held-out real (n_real) images and the feature "
+        f"extractor. {FID_CAPTION}"
     )
     items: list[Note | Table | FigureRef] = [Table(caption, table, name=out.name("quality"))]
     curves = quality_curves(table, "model", "w")
     if not curves.empty:
         labels = [m for m in models["model"] if m in set(curves["label"])]
         fig = quality_figure(curves, "w", labels, styles)
-        caption = "Class accuracy, class diversity and FID (bars: bootstrap interval) vs guidance scale w, per model."
+        caption = (
+            "Class accuracy, class diversity and FID (bars: 95% interval at this n) vs guidance scale w, per model."
+        )
         items.append(out.figure(fig, "quality_vs_scale", curves.rename(columns={"label": "model"}), caption))
     items.append(Note(teacher_quality_note(table)))
     return items

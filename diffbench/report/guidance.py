@@ -20,6 +20,9 @@ import pandas as pd
 
 from diffbench.report import figures
 from diffbench.report.parts import (
+    FID_CAPTION,
+    FID_INFINITY_METRICS,
+    MEASURED_WITH,
     NUM_CLASSES,
     Out,
     image_index,
@@ -55,6 +58,7 @@ TABLE_METRICS = (
     "network_evaluations",
     "classifier_evaluations",
     TIMING_METRIC,
+    *FID_INFINITY_METRICS,
 )
 TRADEOFFS = (("class_diversity", "class_accuracy"), ("class_accuracy", "fid"))  # (x, y) per panel
 CLASSIFIER_METRIC = "noisy_classifier_accuracy"
@@ -79,16 +83,17 @@ def ordered_methods(methods: pd.Series) -> list[str]:
 
 def method_table(df: pd.DataFrame) -> pd.DataFrame:
     """The CG-vs-CFG table: one line per (method, scale), methods in :func:`ordered_methods` order then by scale,
-    with ``class_accuracy, class_diversity, fid, fid [ci], fid_ci_low, fid_ci_high, kid, kid_std,
+    with ``class_accuracy, class_diversity, fid, fid [ci], fid_inf [ci], fid_ci_low, fid_ci_high, kid, kid_std,
     network_evaluations, classifier_evaluations, sampling_seconds_per_image`` (from the timing rows of the same
-    method and scale; blank when not timed), ``n`` and ``n_real``. Repeated seeds averaged."""
+    method and scale; blank when not timed), the FID-infinity columns, ``n``, ``n_real`` and ``extractor``. Repeated
+    seeds averaged."""
     rows = method_rows(df)
     wide = wide_metrics(rows, ["method", "scale"], TABLE_METRICS)
     rank = {m: i for i, m in enumerate(ordered_methods(wide["method"]))}
     wide = wide.sort_values(
         ["method", "scale"], key=lambda c: c.map(rank) if c.name == "method" else c, kind="stable"
     ).reset_index(drop=True)
-    return with_fid_interval(wide[["method", "scale", *TABLE_METRICS, "n", "n_real"]])
+    return with_fid_interval(wide[["method", "scale", *TABLE_METRICS, *MEASURED_WITH]])
 
 
 def classifier_curve(df: pd.DataFrame) -> pd.DataFrame:
@@ -238,7 +243,7 @@ def _vs_scale_items(table: pd.DataFrame, out: Out) -> list[Note | FigureRef]:
     labels = ordered_methods(curves["label"])
     fig = quality_figure(curves, "scale", labels, METHOD_STYLES)
     caption = (
-        "Class accuracy, class diversity and FID (bars: bootstrap interval) vs guidance scale, one line per method."
+        "Class accuracy, class diversity and FID (bars: 95% interval at this n) vs guidance scale, one line per method."
     )
     return [out.figure(fig, "quality_vs_scale", curves.rename(columns={"label": "method"}), caption)]
 
@@ -247,8 +252,9 @@ def _table_items(table: pd.DataFrame, out: Out) -> list[Note | Table]:
     if table.empty:
         return [Note("No rows with a guidance method: CG-vs-CFG table skipped.")]
     caption = (
-        "Per method and scale: class accuracy, class diversity, domain FID (bootstrap interval), KID, denoiser and "
-        "classifier evaluations per sample, and sampling seconds per image where timed (blank otherwise)."
+        "Per method and scale: class accuracy, class diversity, domain FID and FID-infinity with their intervals, "
+        "KID, denoiser and classifier evaluations per sample, sampling seconds per image where timed (blank "
+        f"otherwise), the sample counts n and n_real and the feature extractor. {FID_CAPTION}"
     )
     return [Table(caption, table, name=out.name("methods")), Note(comparison_note(table))]
 

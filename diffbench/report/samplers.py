@@ -6,10 +6,11 @@ teacher on a ring of 8 Gaussians), ``method`` (``ddpm``, ``ddim``, ``progressive
 ``steps``, ``eta`` (ddpm, ddim and progressive only), ``spacing``, ``n``, ``n_real`` (image) and ``model``; their
 metrics are ``network_evaluations``, ``teacher_deviation`` (RMS difference from the teacher's many-step reference
 DDIM output for the same noise), ``train_steps`` and ``train_seconds`` for distilled students, the domain FID with
-its bootstrap interval, KID, class accuracy and diversity (image) or MMD, W2, mode coverage, high-quality fraction
-and mode balance (gmm), and a ``samples`` array (image: images ``[N, 1, H, W]`` in ``[-1, 1]``, sample ``i`` of
-class ``i mod 10``; gmm: points ``[N, 2]``). Timing rows (``sampling_seconds_per_image``, absent unless the serial
-timing pass ran) have ``panel``, ``method``, ``steps``, ``eta`` and ``spacing``.
+its interval at this n, FID-infinity, KID, class accuracy and diversity (image) or MMD, W2, mode coverage,
+high-quality fraction and mode balance (gmm), and a ``samples`` array (image: images ``[N, 1, H, W]`` in
+``[-1, 1]``, sample ``i`` of class ``i mod 10``; gmm: points ``[N, 2]``). The feature extractor is in each FID
+row's context. Timing rows (``sampling_seconds_per_image``, absent unless the serial timing pass ran) have
+``panel``, ``method``, ``steps``, ``eta`` and ``spacing``.
 
 A *series* is one sampler line: (method, eta), e.g. ``DDIM η=0``, ``DDIM η=1``, ``DDPM``, ``progressive``; the
 spacing joins the label only when the rows hold several spacings. The functions that shape rows are pure;
@@ -28,7 +29,11 @@ import pandas as pd
 from diffbench.metrics import registry
 from diffbench.report import figures
 from diffbench.report.parts import (
+    FID_CAPTION,
+    FID_INFINITY_INTERVAL,
+    FID_INFINITY_METRICS,
     FID_INTERVAL,
+    MEASURED_WITH,
     NUM_CLASSES,
     Out,
     image_index,
@@ -64,7 +69,16 @@ TIMING_METRIC = "sampling_seconds_per_image"
 EVALUATIONS = "network_evaluations"
 DEVIATION = "teacher_deviation"
 TRAINING = ("train_steps", "train_seconds")
-IMAGE_METRICS = ("fid", "fid_ci_low", "fid_ci_high", "kid", "kid_std", "class_accuracy", "class_diversity")
+IMAGE_METRICS = (
+    "fid",
+    "fid_ci_low",
+    "fid_ci_high",
+    "kid",
+    "kid_std",
+    "class_accuracy",
+    "class_diversity",
+    *FID_INFINITY_METRICS,
+)
 GMM_METRICS = ("wasserstein", "mmd_rbf", "modes_covered", "high_quality_fraction", "mode_balance")
 TABLE_METRICS = (EVALUATIONS, *IMAGE_METRICS, *GMM_METRICS, DEVIATION, *TRAINING)
 PANEL_METRICS = {
@@ -185,19 +199,23 @@ def timing_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def quality_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Every quality cell: one line per (panel, series, model, steps) with ``panel, method, eta, spacing, series,
-    model, steps``, the recorded metrics of :data:`TABLE_METRICS` (``fid [ci]`` after ``fid``),
-    ``sampling_seconds_per_image`` joined from the timing rows of the same panel, series and steps (blank when not
-    timed) and ``n, n_real``; metrics no cell recorded are left out. Panels image then gmm, series in
+    model, steps``, the recorded metrics of :data:`TABLE_METRICS` (``fid [ci]`` and ``fid_inf [ci]`` after
+    ``fid``), ``sampling_seconds_per_image`` joined from the timing rows of the same panel, series and steps (blank
+    when not timed) and ``n, n_real, extractor``; metrics no cell recorded are left out, except the FID-infinity
+    columns wherever FID is recorded (blank for rows from before FID-infinity). Panels image then gmm, series in
     :func:`ordered_series` order, then by steps; repeated seeds averaged. ``rows`` as from :func:`sampler_rows`."""
     quality = rows[rows["metric"] != TIMING_METRIC]
     wide = wide_metrics(quality, KEYS, TABLE_METRICS)
     if len(wide):
         wide = wide.join(quality.groupby("series")[INFO].first(), on="series")
         wide = wide.merge(timing_table(rows), on=["panel", "series", "steps"], how="left")
-    wide = wide.reindex(columns=[*KEYS, *INFO, *TABLE_METRICS, TIMING_METRIC, "n", "n_real"])
-    measured = [c for c in (*TABLE_METRICS, TIMING_METRIC) if wide[c].notna().any()]
+    wide = wide.reindex(columns=[*KEYS, *INFO, *TABLE_METRICS, TIMING_METRIC, *MEASURED_WITH])
+    has_fid = bool(wide["fid"].notna().any())
+    measured = [
+        c for c in (*TABLE_METRICS, TIMING_METRIC) if wide[c].notna().any() or (has_fid and c in FID_INFINITY_METRICS)
+    ]
     wide = in_report_order(wide, ordered_series(wide))
-    columns = ["panel", "method", "eta", "spacing", "series", "model", "steps", *measured, "n", "n_real"]
+    columns = ["panel", "method", "eta", "spacing", "series", "model", "steps", *measured, *MEASURED_WITH]
     return with_fid_interval(wide[columns])
 
 
@@ -289,8 +307,8 @@ def pareto_note(points: pd.DataFrame, panel: str, untimed: int) -> str:
 def distillation_table(table: pd.DataFrame) -> pd.DataFrame:
     """The distilled students (progressive, one-step, consistency, or any cell with a training cost) beside the
     teacher's own DDIM η=0 at the same panel and step count: ``panel, method, series, model, steps, fid,
-    fid [ci], class_accuracy, wasserstein, teacher_deviation, train_steps, train_seconds`` (those recorded); by
-    panel, then steps, the teacher first. ``table`` as from :func:`quality_table`."""
+    fid [ci], fid_inf [ci], class_accuracy, wasserstein, teacher_deviation, train_steps, train_seconds, n, n_real,
+    extractor`` (those recorded); by panel, then steps, the teacher first. ``table`` as from :func:`quality_table`."""
     trained = [c for c in TRAINING if c in table]
     student = table["method"].isin(DISTILLED)
     if trained:
@@ -299,8 +317,9 @@ def distillation_table(table: pd.DataFrame) -> pd.DataFrame:
     teacher = table[(table["method"] == DDIM) & np.isclose(table["eta"].astype(float), TEACHER_ETA)]
     same = teacher.set_index(["panel", "steps"]).index.isin(students.set_index(["panel", "steps"]).index)
     lines = pd.concat([teacher[same], students])
-    columns = ["panel", "method", "series", "model", "steps", "fid", FID_INTERVAL, "class_accuracy", "wasserstein"]
-    columns = [c for c in [*columns, DEVIATION, *TRAINING] if c in lines]
+    columns = ["panel", "method", "series", "model", "steps", "fid", FID_INTERVAL, FID_INFINITY_INTERVAL]
+    columns += ["class_accuracy", "wasserstein", DEVIATION, *TRAINING, *MEASURED_WITH]
+    columns = [c for c in columns if c in lines]
     if lines.empty:
         return pd.DataFrame(columns=columns)
     panels = {p: i for i, p in enumerate(ordered_panels(lines["panel"]))}
@@ -316,7 +335,7 @@ def _fid_text(line: pd.Series) -> str:
 
 def one_step_note(table: pd.DataFrame) -> str:
     """Does a distilled 1-step student beat the teacher's own 1-step DDIM (η=0)? Per panel: the best 1-step
-    student by FID (image, with its bootstrap interval, and whether the two intervals overlap) or by W2 (gmm, no
+    student by FID (image, with its interval at this n, and whether the two intervals overlap) or by W2 (gmm, no
     interval recorded), against the teacher's DDIM η=0 at 1 step. ``table`` as from :func:`quality_table`."""
     sentences = ["Does a distilled 1-step student beat the teacher's own 1-step DDIM (η=0)?"]
     panels = [p for p in ordered_panels(table["panel"]) if p in PRIMARY] if len(table) else []
@@ -366,7 +385,7 @@ def one_step_note(table: pd.DataFrame) -> str:
                 verdict = (
                     "yes: its FID is lower and the intervals do not overlap"
                     if not overlap
-                    else "not clearly: its FID is lower, but the intervals overlap (within the bootstrap noise)"
+                    else "not clearly: its FID is lower, but the intervals overlap (within the sampling noise)"
                 )
             else:
                 verdict = "no: its FID is not lower" + (
@@ -467,7 +486,7 @@ def _vs_evaluations_items(table: pd.DataFrame, styles: dict, out: Out) -> list[N
         caption = (
             f"{panel}: {', '.join(metrics)} vs network evaluations per sample (log x), one line per sampler "
             "(solid: the teacher's samplers; dashed: distilled students)"
-            + ("; FID bars: bootstrap interval" if "fid" in metrics else "")
+            + ("; FID bars: 95% interval at this n" if "fid" in metrics else "")
             + f". {DEVIATION} is the RMS distance from the teacher's many-step reference DDIM output (1000 steps at "
             "smoke scale) for the same noise "
             "(lower = closer)."
@@ -628,10 +647,10 @@ def _distillation_items(table: pd.DataFrame, out: Out) -> list[Note | Table]:
     if distilled.empty:
         return [Note("No distilled students (progressive, one-step, consistency): distillation table skipped.")]
     caption = (
-        "Distilled students beside the teacher's own DDIM η=0 at the same step count: FID with its bootstrap "
-        f"interval and class accuracy (image), W2 (gmm), {DEVIATION} (RMS distance from the teacher's reference "
-        "DDIM output, same noise) and the cumulative training cost of the student (steps and seconds, incl. earlier "
-        "progressive rounds and pair generation)."
+        "Distilled students beside the teacher's own DDIM η=0 at the same step count: FID and FID-infinity with "
+        f"their intervals and class accuracy (image), W2 (gmm), {DEVIATION} (RMS distance from the teacher's "
+        "reference DDIM output, same noise), the cumulative training cost of the student (steps and seconds, incl. "
+        f"earlier progressive rounds and pair generation) and the sample counts and extractor. {FID_CAPTION}"
     )
     return [Table(caption, distilled, name=out.name("distillation")), Note(one_step_note(table))]
 
@@ -641,6 +660,7 @@ def _table_items(table: pd.DataFrame, out: Out) -> list[Note | Table]:
         return [Note("No quality rows: cell table skipped.")]
     caption = (
         "Every quality cell: panel, sampler (method, eta, spacing), model and steps with every metric it recorded, "
-        "sampling seconds per image where timed (blank otherwise) and the sample counts n and n_real."
+        "sampling seconds per image where timed (blank otherwise), the sample counts n and n_real and the feature "
+        f"extractor. {FID_CAPTION}"
     )
     return [Table(caption, table, name=out.name("cells"))]

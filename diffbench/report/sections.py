@@ -18,6 +18,7 @@ import pandas as pd
 
 PARAM_PREFIX = "param."
 ROW_COLUMNS = ("family", "cell", "run_id", "profile", "device", "seed", "metric", "value", "artifact", "time")
+EXTRACTOR = "extractor"  # from a row's ``context``: the feature extractor behind a FID / KID value
 
 
 # --- what a section is made of ----------------------------------------------------------------------------
@@ -63,16 +64,19 @@ SectionBuilder = Callable[[pd.DataFrame, Path], list[Section]]
 
 def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     """One DataFrame row per result row; ``params`` flattened into ``param.<name>`` columns (lists and dicts
-    as JSON text so they stay hashable), ``value`` as float (NaN where the row holds null = non-finite)."""
+    as JSON text so they stay hashable), ``value`` as float (NaN where the row holds null = non-finite), and
+    ``extractor`` from the row's ``context`` (``domain_<hash>``, ``inception_pool3``; missing when absent)."""
     records = []
     for row in rows:
         record = {key: row.get(key) for key in ROW_COLUMNS}
+        context = row.get("context")
+        record[EXTRACTOR] = context.get(EXTRACTOR) if isinstance(context, dict) else None
         params = row.get("params") or {}
         record["params_key"] = json.dumps(params, sort_keys=True)
         for name, value in params.items():
             record[PARAM_PREFIX + name] = json.dumps(value) if isinstance(value, (list, dict)) else value
         records.append(record)
-    df = pd.DataFrame(records) if records else pd.DataFrame(columns=[*ROW_COLUMNS, "params_key"])
+    df = pd.DataFrame(records) if records else pd.DataFrame(columns=[*ROW_COLUMNS, EXTRACTOR, "params_key"])
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     for column in (c for c in df.columns if c.startswith(PARAM_PREFIX)):
         present = [r[column] for r in records if r.get(column) is not None]
@@ -95,9 +99,11 @@ def param_columns(df: pd.DataFrame) -> list[str]:
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The ``summary.csv`` table: one line per (family, run, cell params, metric, seed) with its value."""
+    """The ``summary.csv`` table: one line per (family, run, cell params, metric, seed) with its value (and the
+    feature extractor, when ``df`` has that column)."""
     params = param_columns(df)
     columns = ["family", "run_id", "cell", *params, "metric", "value", "seed", "device", "profile", "artifact"]
+    columns += [EXTRACTOR] if EXTRACTOR in df else []
     return df.sort_values(["family", "run_id", "cell", "params_key", "metric"], kind="stable")[columns]
 
 

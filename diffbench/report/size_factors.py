@@ -5,8 +5,10 @@ and students trained on the data (``data``).
 Rows come from :mod:`diffbench.families.size_factors`. Every model row has ``param.model`` (``teacher`` or
 ``<mode>-s<size>``), ``param.mode``, ``param.size_factor`` and ``param.band``; series rows add ``param.t``
 (``eps_mse``), ``param.step`` (``stepwise_*``) or ``param.k`` (``explained_variance``); ``trajectory_pca`` and
-``samples`` rows point at ``.npy`` arrays. Timing rows (``sampling_seconds_per_image``) have a size but no mode:
-they are joined to every model of that size (the timing cell measures the architecture, not the weights).
+``samples`` rows point at ``.npy`` arrays. A student's quality cell adds ``fid_delta`` with its paired interval
+against the teacher (params ``reference``, ``n``, ``n_real``; same noise for both models). Timing rows
+(``sampling_seconds_per_image``) have a size but no mode: they are joined to every model of that size (the timing
+cell measures the architecture, not the weights).
 
 The functions that shape rows are pure (frame in, frame or text out); :func:`sections` loads the
 arrays and saves the figures. Every figure is skipped with a note when its rows are absent.
@@ -24,7 +26,23 @@ from matplotlib.figure import Figure
 
 from diffbench.metrics import registry
 from diffbench.report import figures
-from diffbench.report.sections import PARAM_PREFIX, FigureRef, Note, Section, Table
+from diffbench.report.parts import (
+    DELTA_CAPTION,
+    DELTA_HIGHER,
+    DELTA_LOWER,
+    DELTA_TIED,
+    FID_CAPTION,
+    FID_DELTA_INTERVAL,
+    FID_DELTA_METRICS,
+    FID_INFINITY_METRICS,
+    FID_INTERVAL,
+    MEASURED_WITH,
+    interval_text,
+    paired_delta,
+    wide_metrics,
+    with_fid_interval,
+)
+from diffbench.report.sections import PARAM_PREFIX, FigureRef, Note, Section, Table, format_value
 from diffbench.results import safe_name
 
 TEACHER = "teacher"
@@ -48,7 +66,11 @@ EFFICIENCY_METRICS = (
     "fid_ci_low",
     "fid_ci_high",
     "kid",
+    *FID_INFINITY_METRICS,
 )
+FID_COLUMNS = ("fid", "fid_ci_low", "fid_ci_high")
+REFERENCE_FID = "reference fid [ci]"
+VERDICT = "verdict"
 PCA_SAMPLES = 3
 SAMPLE_IMAGES = 8
 EXPLAINED_TARGET = 0.9  # drawn on the cumulative curve: components needed for 90% of the variance
@@ -199,16 +221,26 @@ def timing_by_size(df: pd.DataFrame) -> pd.Series:
     return rows.assign(size_factor=sizes).groupby("size_factor")["value"].mean().rename(TIMING_METRIC)
 
 
-def efficiency_table(table: pd.DataFrame, timing: pd.Series) -> pd.DataFrame:
+def fid_measured_with(rows: pd.DataFrame) -> pd.DataFrame:
+    """``model, n, n_real, extractor`` of each model's own FID rows (not its paired differences). ``rows`` as from
+    :func:`model_rows`."""
+    own = rows[_param(rows, "reference").isna()]
+    return wide_metrics(own, ["model"], FID_COLUMNS)[["model", *MEASURED_WITH]]
+
+
+def efficiency_table(table: pd.DataFrame, timing: pd.Series, measured: pd.DataFrame | None = None) -> pd.DataFrame:
     """One line per model: ``model, mode, size_factor, band``, then those of :data:`EFFICIENCY_METRICS` that were
-    recorded, ``sampling_seconds_per_image`` (joined on size) when timed, and ``quality_per_mparam`` when FID
-    was measured.
+    recorded (with ``fid [ci]`` and ``fid_inf [ci]`` after ``fid``, and the FID-infinity columns blank where FID
+    was measured without them), ``sampling_seconds_per_image`` (joined on size) when timed, ``quality_per_mparam``
+    when FID was measured, and ``n, n_real, extractor`` of the FID (from ``measured``, as from
+    :func:`fid_measured_with`) when given and FID was measured.
 
     ``param_ratio`` missing for a model (the teacher; a run without trajectory cells) is filled in as
     ``params / teacher params``. ``quality_per_mparam = 1 / (fid * params / 1e6)``: inverse FID per million
     parameters, higher is better (a model half the size at the same FID scores twice as high).
     """
-    out = table[MODEL_COLUMNS + [m for m in EFFICIENCY_METRICS if m in table]].copy()
+    recorded = [m for m in EFFICIENCY_METRICS if m in table or ("fid" in table and m in FID_INFINITY_METRICS)]
+    out = table.reindex(columns=MODEL_COLUMNS + recorded)
     if "params" in out:
         teacher = out.loc[out["mode"] == TEACHER, "params"]
         if len(teacher) and teacher.iloc[0] > 0:
@@ -218,7 +250,84 @@ def efficiency_table(table: pd.DataFrame, timing: pd.Series) -> pd.DataFrame:
         out[TIMING_METRIC] = out["size_factor"].map(timing)
     if "fid" in out and "params" in out:
         out["quality_per_mparam"] = 1 / (out["fid"] * out["params"] / 1e6)
-    return out.reset_index(drop=True)
+    if "fid" in out and measured is not None:
+        out = out.join(measured.set_index("model").reindex(columns=list(MEASURED_WITH)), on="model")
+    return with_fid_interval(out.reset_index(drop=True))
+
+
+def paired_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The paired comparisons with the teacher: one line per student (in model order) with a FID or a paired
+    difference: ``model, mode, size_factor, band, reference, n, n_real, extractor`` (of the difference, else of the
+    student's FID), ``fid [ci]`` (the student's), ``reference fid [ci]`` (its reference's, the teacher), ``fid_delta
+    [ci]`` (student minus reference, paired interval), ``verdict`` (:func:`~diffbench.report.parts.delta_verdict`)
+    and ``fid_delta, fid_delta_ci_low, fid_delta_ci_high``. ``rows`` as from :func:`model_rows`."""
+    columns = [*MODEL_COLUMNS, "reference", *MEASURED_WITH, FID_INTERVAL, REFERENCE_FID, FID_DELTA_INTERVAL, VERDICT]
+    columns += list(FID_DELTA_METRICS)
+    rows = rows.assign(reference=_param(rows, "reference"))
+    own = wide_metrics(rows[rows["reference"].isna()], ["model"], FID_COLUMNS).set_index("model")
+    deltas = wide_metrics(rows[rows["reference"].notna()], ["model"], [*FID_DELTA_METRICS])
+    firsts = rows[rows["reference"].notna()].groupby("model")["reference"].first()
+    deltas = deltas.assign(reference=deltas["model"].map(firsts)).set_index("model")
+    lines = students(ordered_models(rows))
+    lines = lines[lines["model"].isin(deltas.index) | lines["model"].isin(own.index[own["fid"].notna()])]
+    if lines.empty:
+        return pd.DataFrame(columns=columns)
+    out = lines.join(deltas, on="model")
+    out["reference"] = out["reference"].astype(object).where(out["reference"].notna(), TEACHER)
+    for column in MEASURED_WITH:  # the difference's sample sizes, else those of the student's own FID
+        out[column] = out[column].astype(object).where(out[column].notna(), out["model"].map(own[column]))
+
+    def fid_text(model: str) -> str:
+        if model not in own.index:
+            return ""
+        return interval_text(*(own.at[model, c] for c in FID_COLUMNS))
+
+    out[FID_INTERVAL] = [fid_text(m) for m in out["model"]]
+    out[REFERENCE_FID] = [fid_text(r) for r in out["reference"]]
+    texts = [paired_delta(line) for _, line in out.iterrows()]
+    out[FID_DELTA_INTERVAL] = [text for text, _ in texts]
+    out[VERDICT] = [verdict for _, verdict in texts]
+    return out.reindex(columns=columns).reset_index(drop=True)
+
+
+def paired_note(paired: pd.DataFrame) -> str:
+    """Which students' FID differs from the teacher's beyond sampling noise, judged by the paired difference's
+    interval (does it exclude 0?), with the numbers; students without a recorded difference are named as not
+    measured. ``paired`` as from :func:`paired_table`."""
+    if paired.empty:
+        return "No student FID or paired difference recorded: no student can be compared with the teacher."
+    measured = paired[paired["fid_delta"].notna()]
+    if measured.empty:
+        return (
+            "No fid_delta rows (paired differences with the teacher, from the same noise): the students' FIDs are not "
+            "judged against the teacher's here (the efficiency table's separate intervals are not a paired test)."
+        )
+    counts = measured[VERDICT].value_counts()
+    summary = (
+        f"Paired FID difference student - teacher (same noise, interval at n = {_sizes(measured)}): of "
+        f"{len(measured)} student(s), {counts.get(DELTA_LOWER, 0)} with a lower FID than the teacher (the interval "
+        f"excludes 0 below), {counts.get(DELTA_HIGHER, 0)} with a higher one (excludes 0 above), "
+        f"{counts.get(DELTA_TIED, 0)} not distinguishable at this n (the interval includes 0)"
+    )
+    others = len(measured) - sum(counts.get(v, 0) for v in (DELTA_LOWER, DELTA_HIGHER, DELTA_TIED))
+    summary += f"; {others} not judged (interval missing)." if others else "."
+    details = "; ".join(
+        f"{line['model']}: Δ {line[FID_DELTA_INTERVAL]} ({line[VERDICT]}; FID {line[FID_INTERVAL] or '-'} vs "
+        f"{line['reference']} {line[REFERENCE_FID] or '-'})"
+        for _, line in measured.iterrows()
+    )
+    missing = paired.loc[paired["fid_delta"].isna(), "model"].tolist()
+    tail = f" Not measured (no fid_delta rows): {', '.join(missing)}." if missing else ""
+    return f"{summary} {details}.{tail}"
+
+
+def _sizes(lines: pd.DataFrame) -> str:
+    """``1000 generated / 5000 real``: the distinct sample sizes (``n``, ``n_real``) of ``lines``, comma-separated."""
+    pairs = dict.fromkeys(
+        f"{format_value(n) or '?'} generated / {format_value(r) or '?'} real"
+        for n, r in zip(lines["n"], lines["n_real"], strict=True)
+    )
+    return ", ".join(pairs)
 
 
 def distillation_note(table: pd.DataFrame) -> str:
@@ -288,7 +397,8 @@ def _run_sections(df: pd.DataFrame, out: _Out, suffix: str) -> list[Section]:
         ("Time-dependent metrics", _stepwise_items(rows, table, styles, out)),
         ("Noise prediction", _eps_items(rows, table, styles, out)),
         ("Dimensionality", _dimensionality_items(rows, table, styles, out)),
-        ("Efficiency", _efficiency_items(df, table, out)),
+        ("Efficiency", _efficiency_items(df, rows, table, out)),
+        ("Paired comparisons with the teacher", _paired_items(rows, out)),
     ]
     return [Section(title + suffix, items) for title, items in parts]
 
@@ -482,11 +592,24 @@ def _dimensionality_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict,
     return [out.figure(fig, "explained_variance", curves, caption)]
 
 
-def _efficiency_items(df: pd.DataFrame, table: pd.DataFrame, out: _Out) -> list[Note | Table]:
-    frame = efficiency_table(table, timing_by_size(df))
+def _efficiency_items(df: pd.DataFrame, rows: pd.DataFrame, table: pd.DataFrame, out: _Out) -> list[Note | Table]:
+    frame = efficiency_table(table, timing_by_size(df), fid_measured_with(rows))
     caption = (
         "Per model: parameters, measured share of the teacher's, FLOPs per image, trajectory MSE, mean eps MSE; "
-        "FID (bootstrap CI), KID, "
-        "quality_per_mparam = 1 / (FID x params / 1e6) and sampling seconds per image (by size) when measured."
+        "FID and FID-infinity with their intervals, KID, quality_per_mparam = 1 / (FID x params / 1e6), sampling "
+        "seconds per image (by size) when measured, and the FID's sample counts n and n_real and feature "
+        f"extractor. {FID_CAPTION}"
     )
     return [Table(caption, frame, name=f"size_factors_efficiency{out.tag}"), Note(distillation_note(table))]
+
+
+def _paired_items(rows: pd.DataFrame, out: _Out) -> list[Note | Table]:
+    paired = paired_table(rows)
+    if paired.empty or paired["fid_delta"].isna().all():
+        return [Note(paired_note(paired))]
+    caption = (
+        "Per student: its FID and its reference's (the teacher's) at the same sample sizes, each with its interval "
+        "at this n, the paired difference student - teacher with its interval, and whether that interval excludes "
+        f"0. {FID_CAPTION} {DELTA_CAPTION}"
+    )
+    return [Table(caption, paired, name=f"size_factors_paired{out.tag}"), Note(paired_note(paired))]

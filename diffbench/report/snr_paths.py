@@ -15,9 +15,11 @@ Rows come from :mod:`diffbench.families.snr_paths` (only the rows are read here)
 - Paths through it: ``snr_path`` rows (value γ1 at the point, params ``convention``, ``path`` (``diagonal``,
   ``dp_total``, ``dp_large``), ``snr_large`` = γ0 and ``i``), and ``path_error`` rows (the path's cumulative
   error, ``error`` = ``total`` or ``large``).
-- Generation along a path: ``fid`` with ``fid_ci_low`` / ``fid_ci_high`` (bootstrap), ``kid``, ``kid_std``,
-  ``params`` (the parameter count) and a ``samples`` array ``[G, C, H, W]`` in ``[-1, 1]``, per ``model`` and
-  ``path`` (``single_scale`` for the baseline) and ``convention`` (DP paths only).
+- Generation along a path: ``fid`` with ``fid_ci_low`` / ``fid_ci_high`` (its interval at this n), FID-infinity,
+  ``kid``, ``kid_std``, ``params`` (the parameter count) and a ``samples`` array ``[G, C, H, W]`` in ``[-1, 1]``, per
+  ``model`` and ``path`` (``single_scale`` for the baseline) and ``convention`` (DP paths only); a LIFT path adds
+  ``fid_delta`` with its paired interval (``reference`` = ``baseline``: FID(path) - FID(baseline), both sampled
+  from the same noise).
 - The teacher: ``error_density`` per ``convention`` and timestep ``t`` (with its ``snr``); per schedule
   ``spacing`` (``uniform``, ``quadratic``, ``snr``, ``dp``, ``dp_seed``) and ``steps``: quality metrics,
   ``schedule_cost`` (the DP objective, derived factor, on that grid), ``network_evaluations``, the grid as
@@ -39,7 +41,17 @@ import pandas as pd
 
 from diffbench.report import figures
 from diffbench.report.parts import (
+    DELTA_CAPTION,
+    DELTA_HIGHER,
+    DELTA_LOWER,
+    DELTA_NOT_MEASURED,
+    DELTA_TIED,
+    FID_CAPTION,
+    FID_DELTA_METRICS,
+    FID_INFINITY_INTERVAL,
+    FID_INFINITY_METRICS,
     FID_INTERVAL,
+    MEASURED_WITH,
     NUM_CLASSES,
     Out,
     image_index,
@@ -48,6 +60,7 @@ from diffbench.report.parts import (
     latest_artifacts,
     load_array,
     numeric_param,
+    paired_delta,
     param,
     per_run_sections,
     quality_curves,
@@ -94,8 +107,9 @@ PATH_STYLES = {  # drawn over a dark-to-bright colour map
 ERRORS = ("total", "large")  # the path_error rows' ``error`` values
 EARLY = 0.25  # DP total "jumps early": reaches the largest γ1 within this fraction of the γ0 grid
 
-QUALITY_METRICS = ("params", "fid", "fid_ci_low", "fid_ci_high", "kid", "kid_std")
+QUALITY_METRICS = ("params", "fid", "fid_ci_low", "fid_ci_high", "kid", "kid_std", *FID_INFINITY_METRICS)
 KID_TEXT = "kid ± std"
+DELTA_TEXT = "fid_delta [ci] vs baseline"  # FID(path) - FID(baseline), paired
 GRID_IMAGES = 12  # samples drawn per path
 
 DENSITY_METRIC = "error_density"
@@ -124,6 +138,7 @@ SCHEDULE_METRICS = (
     "class_diversity",
     "schedule_cost",
     "network_evaluations",
+    *FID_INFINITY_METRICS,
 )
 SCHEDULE_TIMESTEP = "schedule_timestep"
 VERDICT_STEPS = 10
@@ -172,7 +187,7 @@ def spacing_label(spacing: str) -> str:
 
 def fid_verdict(a: Mapping[str, float], b: Mapping[str, float]) -> str:
     """How FID line ``a`` fares against ``b`` (each with ``fid``, ``fid_ci_low``, ``fid_ci_high``): ``beats``
-    (lower and the bootstrap intervals do not overlap), ``indistinguishable at this n`` (they overlap),
+    (lower and the two intervals at this n do not overlap), ``indistinguishable at this n`` (they overlap),
     ``loses`` (higher, no overlap), ``not judged`` (an interval is missing) or ``not measured`` (a FID is)."""
 
     def get(line: Mapping[str, float], key: str) -> float:
@@ -482,13 +497,17 @@ def error_column(error: str, convention: str) -> str:
 
 def quality_table(rows: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
     """Seed 003's fair comparison: one line per (model, path, convention) with ``label, path, convention,
-    description, model, params, fid, fid [ci], fid_ci_low, fid_ci_high, kid, kid_std, kid ± std``, the
-    theoretical path errors per convention recorded (``error_total (seed)``, ``error_large (seed)``, ...: a DP
-    path's under its own convention, the diagonal's under every convention, the baseline's blank) and ``n,
-    n_real``; sorted by FID (blank last). ``rows`` from :func:`quality_rows`, ``errors`` from :func:`path_errors`."""
+    description, model, params, fid, fid [ci], fid_inf [ci], fid_delta [ci] vs baseline`` (FID(path) -
+    FID(baseline), paired; blank for the baseline and for rows without it), ``fid_ci_low, fid_ci_high, kid, kid_std,
+    kid ± std``, the theoretical path errors per convention recorded (``error_total (seed)``, ``error_large
+    (seed)``, ...: a DP path's under its own convention, the diagonal's under every convention, the baseline's
+    blank), ``n, n_real, extractor``, then the FID-infinity and ``fid_delta`` columns; sorted by FID (blank last).
+    ``rows`` from :func:`quality_rows`, ``errors`` from :func:`path_errors`."""
     keys = ["model", "path", "convention"]
-    wide = wide_metrics(rows[rows["metric"].isin(QUALITY_METRICS)], keys, QUALITY_METRICS)
+    metrics = (*QUALITY_METRICS, *FID_DELTA_METRICS)
+    wide = wide_metrics(rows[rows["metric"].isin(metrics)], keys, metrics)
     wide = with_fid_interval(wide)
+    wide[DELTA_TEXT] = pd.Series([paired_delta(line)[0] for _, line in wide.iterrows()], index=wide.index, dtype=object)
     kid = [
         f"{format_value(k)} ± {format_value(s)}" if pd.notna(k) and pd.notna(s) else format_value(k)
         for k, s in zip(wide["kid"], wide["kid_std"], strict=True)
@@ -507,16 +526,20 @@ def quality_table(rows: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
             ]
             wide[column] = pd.Series(values, index=wide.index, dtype=float)
     columns = ["label", "path", "convention", "description", "model", "params", "fid", FID_INTERVAL]
-    columns += ["fid_ci_low", "fid_ci_high", "kid", "kid_std", KID_TEXT, *error_columns, "n", "n_real"]
+    columns += [FID_INFINITY_INTERVAL, DELTA_TEXT, "fid_ci_low", "fid_ci_high", "kid", "kid_std", KID_TEXT]
+    columns += [*error_columns, *MEASURED_WITH, *FID_INFINITY_METRICS, *FID_DELTA_METRICS]
     wide = wide.sort_values("fid", na_position="last", kind="stable").reset_index(drop=True)
     return wide.reindex(columns=columns)
 
 
 def findings_note(table: pd.DataFrame) -> str:
     """Seed 003's findings checked with the numbers: does the single-scale baseline beat the best LIFT path at
-    equal parameters (FID and whether the bootstrap intervals overlap); which LIFT path is best (and whether it
-    stands clear of the runner-up); does DP total hurt (dp_total vs diagonal). "not measured" where rows are
-    absent. ``table`` from :func:`quality_table`."""
+    equal parameters (by the paired difference FID(path) - FID(baseline) where recorded: does its interval exclude
+    0; else by whether the two FID intervals overlap), with every recorded paired difference against the baseline;
+    which LIFT path is best (and whether its FID interval stands clear of the runner-up's); does DP total hurt
+    (dp_total vs diagonal by their FID intervals, no paired difference between the two being recorded, with each
+    one's paired difference against the baseline). "not measured" where rows are absent. ``table`` from
+    :func:`quality_table`."""
     measured = table[table["fid"].notna()]
     lift = measured[measured["model"] == LIFT]
     base = measured[measured["model"] == BASELINE]
@@ -525,20 +548,34 @@ def findings_note(table: pd.DataFrame) -> str:
     def line_text(line: pd.Series) -> str:
         return f"{line['label']} FID {_fid_text(line)}"
 
+    def delta_of(line: pd.Series) -> str:
+        text, verdict = paired_delta(line)
+        return f"{line['label']} Δ {text} ({verdict})"
+
     # 1. Baseline vs the best LIFT path.
     question = "Does the single-scale baseline beat the best LIFT path at equal parameters?"
-    if base.empty or lift.empty:
-        missing = "baseline" if base.empty else "LIFT"
+    best = lift.iloc[0] if len(lift) else None
+    best_delta = paired_delta(best) if best is not None else ("", DELTA_NOT_MEASURED)
+    if best is None or (base.empty and best_delta[1] == DELTA_NOT_MEASURED):
+        missing = "LIFT" if best is None else "baseline"
         sentences.append(f"{question} not measured (no {missing} FID).")
     else:
-        b, best = base.iloc[0], lift.iloc[0]
-        verdict = fid_verdict(b, best)
-        answer = {
-            BEATS: "yes: its FID is lower and the intervals do not overlap",
-            TIED: "not clearly: the intervals overlap (indistinguishable at this n)",
-            LOSES: "no: the best LIFT path has the lower FID and the intervals do not overlap",
-            UNJUDGED: f"FID {'lower' if b['fid'] < best['fid'] else 'not lower'}, but an interval is missing",
-        }[verdict]
+        b = base.iloc[0] if len(base) else pd.Series(dtype=object)
+        if best_delta[1] != DELTA_NOT_MEASURED:
+            answer = {
+                DELTA_HIGHER: "yes: the paired difference excludes 0 (the baseline's FID is lower)",
+                DELTA_LOWER: "no: the paired difference excludes 0 with the best LIFT path's FID lower",
+                DELTA_TIED: "not clearly: the paired difference includes 0 (indistinguishable at this n)",
+            }.get(best_delta[1], "not judged: the paired difference's interval is missing")
+            evidence = f"Δ = FID({best['label']}) - FID(baseline) = {best_delta[0]}, paired"
+        else:
+            answer = {
+                BEATS: "yes: its FID is lower and the intervals do not overlap",
+                TIED: "not clearly: the intervals overlap (indistinguishable at this n)",
+                LOSES: "no: the best LIFT path has the lower FID and the intervals do not overlap",
+                UNJUDGED: f"FID {'lower' if b['fid'] < best['fid'] else 'not lower'}, but an interval is missing",
+            }[fid_verdict(b, best)]
+            evidence = "no paired difference recorded: separate FID intervals compared"
         pb, pl = b.get("params", np.nan), best.get("params", np.nan)
         if pd.isna(pb) or pd.isna(pl):
             size = "parameter counts not recorded"
@@ -546,7 +583,12 @@ def findings_note(table: pd.DataFrame) -> str:
             size = f"equal parameters ({format_value(pb)})"
         else:
             size = f"parameters differ: {format_value(pb)} vs {format_value(pl)} ({pb / pl - 1:+.1%})"
-        sentences.append(f"{question} {answer} ({line_text(b)} vs {line_text(best)}; {size}).")
+        versus = f"{line_text(b)} vs {line_text(best)}" if len(base) else f"{line_text(best)}; no baseline FID row"
+        sentences.append(f"{question} {answer} ({versus}; {size}; {evidence}).")
+        others = [line for _, line in lift.iloc[1:].iterrows() if pd.notna(line.get("fid_delta", np.nan))]
+        if others:
+            listed = "; ".join(delta_of(line) for line in others)
+            sentences.append(f"The other LIFT paths vs the baseline (paired, FID(path) - FID(baseline)): {listed}.")
 
     # 2. The best LIFT path.
     if lift.empty:
@@ -563,24 +605,28 @@ def findings_note(table: pd.DataFrame) -> str:
         }.get(verdict, "")
         sentences.append(f"Best LIFT path: {line_text(best)}, {clear}: runner-up {line_text(second)}.")
 
-    # 3. Does DP total hurt?
+    # 3. Does DP total hurt? No paired dp_total - diagonal difference is recorded: their intervals, and each one's
+    # paired difference against the baseline.
     diagonal = lift[lift["path"] == DIAGONAL]
     dp_total = lift[lift["path"] == DP_TOTAL]
     if diagonal.empty or dp_total.empty:
         missing = "diagonal" if diagonal.empty else "dp_total"
         sentences.append(f"Does DP total hurt? not measured (no {missing} FID).")
     else:
+        diag = diagonal.iloc[0]
         for _, line in dp_total.iterrows():
-            verdict = fid_verdict(line, diagonal.iloc[0])
+            verdict = fid_verdict(line, diag)
             answer = {
                 LOSES: "yes: its FID is higher than the diagonal's and the intervals do not overlap",
                 TIED: "not clearly: the intervals overlap (indistinguishable at this n)",
                 BEATS: "no: it improves on the diagonal, the intervals do not overlap",
                 UNJUDGED: "an interval is missing, so not judged",
             }[verdict]
+            paired = [delta_of(x) for x in (line, diag) if pd.notna(x.get("fid_delta", np.nan))]
+            against = f"; vs the baseline (paired): {', '.join(paired)}" if paired else ""
             sentences.append(
                 f"Does DP total hurt ({line['convention'] or 'no convention'})? {answer} "
-                f"({line_text(line)} vs {line_text(diagonal.iloc[0])})."
+                f"({line_text(line)} vs {line_text(diag)}{against})."
             )
     return " ".join(sentences)
 
@@ -642,20 +688,34 @@ def schedule_grids(rows: pd.DataFrame) -> pd.DataFrame:
 
 def schedule_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per (steps, spacing): ``steps, spacing, label``, the metrics of :data:`SCHEDULE_METRICS` (``fid
-    [ci]`` after ``fid``) and ``n, n_real``; by steps then spacing order; seeds averaged. ``rows`` from
-    :func:`schedule_rows`."""
+    [ci]`` and ``fid_inf [ci]`` after ``fid``) and ``n, n_real, extractor``; by steps then spacing order; seeds
+    averaged. ``rows`` from :func:`schedule_rows`."""
     wide = wide_metrics(rows, ["steps", "spacing"], SCHEDULE_METRICS)
     wide = wide.assign(label=wide["spacing"].map(spacing_label), _s=_rank(wide["spacing"], SPACING_ORDER))
     wide = wide.sort_values(["steps", "_s"], kind="stable").reset_index(drop=True)
-    return with_fid_interval(wide[["steps", "spacing", "label", *SCHEDULE_METRICS, "n", "n_real"]])
+    return with_fid_interval(wide[["steps", "spacing", "label", *SCHEDULE_METRICS, *MEASURED_WITH]])
 
 
-def schedule_note(table: pd.DataFrame, steps: int = VERDICT_STEPS) -> str:
-    """At ``steps`` steps, does the DP grid (derived factor) beat uniform-in-t and uniform-in-log-SNR (FID lower
-    and intervals apart = beats; intervals overlapping = indistinguishable at this n; higher = loses), with the
-    numbers; and does the DP grid have the lowest ``schedule_cost`` (its own objective) at every step count, as it
-    must. ``table`` from :func:`schedule_table`."""
+def schedule_deltas(rows: pd.DataFrame) -> pd.DataFrame:
+    """``steps, spacing, reference, fid_delta, fid_delta_ci_low, fid_delta_ci_high``: each grid's paired FID
+    difference with a reference grid at the same step count (seeds averaged). ``rows`` from :func:`schedule_rows`."""
+    rows = rows.assign(reference=_text(rows, "reference"))
+    rows = rows[(rows["reference"] != "") & rows["reference"].notna()]
+    wide = wide_metrics(rows, ["steps", "spacing", "reference"], FID_DELTA_METRICS)
+    return wide.drop(columns=list(MEASURED_WITH), errors="ignore")
+
+
+def schedule_note(table: pd.DataFrame, steps: int = VERDICT_STEPS, deltas: pd.DataFrame | None = None) -> str:
+    """At ``steps`` steps, does the DP grid (derived factor) beat uniform-in-t and uniform-in-log-SNR, with the
+    numbers: by the paired difference's interval where ``deltas`` (:func:`schedule_deltas`) has it (excludes 0 =
+    a difference at this n), else by the two separate intervals (apart = beats or loses, overlapping =
+    indistinguishable at this n); and does the DP grid have the lowest ``schedule_cost`` (its own objective) at
+    every step count, as it must. ``table`` from :func:`schedule_table`."""
     at = table[table["steps"] == steps].set_index("spacing")
+    paired = {}
+    if deltas is not None and len(deltas):
+        mine = deltas[(deltas["steps"] == steps) & (deltas["spacing"] == DP)]
+        paired = {line["reference"]: line for _, line in mine.iterrows()}
     sentences = []
     if DP not in at.index or pd.isna(at.at[DP, "fid"]):
         sentences.append(f"At {steps} steps: dp {NOT_MEASURED}, so not compared.")
@@ -667,8 +727,12 @@ def schedule_note(table: pd.DataFrame, steps: int = VERDICT_STEPS) -> str:
                 parts.append(f"{rival}: {NOT_MEASURED}")
                 continue
             other = at.loc[rival]
-            verb = SCHEDULE_VERBS[fid_verdict(dp, other)]
-            parts.append(f"dp {verb} {rival} (FID {_fid_text(dp)} vs {_fid_text(other)})")
+            numbers = f"FID {_fid_text(dp)} vs {_fid_text(other)}"
+            if rival in paired:
+                text, verdict = paired_delta(paired[rival])
+                parts.append(f"dp - {rival} = {text} (paired, same noise): {verdict} ({numbers})")
+            else:
+                parts.append(f"dp {SCHEDULE_VERBS[fid_verdict(dp, other)]} {rival} ({numbers}; separate intervals)")
         sentences.append(f"At {steps} steps: " + "; ".join(parts) + ".")
     costs = table.dropna(subset=["schedule_cost"])
     if costs.empty:
@@ -879,8 +943,9 @@ def _quality_items(df: pd.DataFrame, errors: pd.DataFrame, out: Out) -> list[Not
     else:
         caption = (
             "Sampling along each path (and the single-scale baseline with the same parameter count): domain FID "
-            "with its bootstrap interval, KID ± std, the path's theoretical error per heatmap convention (blank for "
-            "the baseline) and the sample counts; sorted by FID."
+            "and FID-infinity with their intervals, the paired difference FID(path) - FID(baseline) (same noise), "
+            "KID ± std, the path's theoretical error per heatmap convention (blank for the baseline), the sample "
+            f"counts and the feature extractor; sorted by FID. {FID_CAPTION} {DELTA_CAPTION}"
         )
         items += [Table(caption, table, name=out.name("quality")), Note(findings_note(table))]
     items += _sample_items(rows, list(table["label"]), out)
@@ -967,16 +1032,21 @@ def _schedule_items(df: pd.DataFrame, out: Out) -> list[Note | Table | FigureRef
         items.append(Note("No schedule quality rows: FID table skipped."))
         return items
     caption = (
-        "Per step count and spacing: domain FID with its bootstrap interval, KID, class accuracy and diversity, "
-        "schedule_cost (the DP's objective with the derived factor, evaluated on that grid: lowest for dp), "
-        "network evaluations per sample and the sample counts."
+        "Per step count and spacing: domain FID and FID-infinity with their intervals, KID, class accuracy and "
+        "diversity, schedule_cost (the DP's objective with the derived factor, evaluated on that grid: lowest for "
+        f"dp), network evaluations per sample, the sample counts and the feature extractor. {FID_CAPTION}"
     )
-    items += [Table(caption, table, name=out.name("schedules")), Note(schedule_note(table))]
+    items += [
+        Table(caption, table, name=out.name("schedules")),
+        Note(schedule_note(table, deltas=schedule_deltas(rows))),
+    ]
     curves = quality_curves(table, "label", "steps")
     if len(curves):
         labels = [spacing_label(s) for s in _ordered(list(table["spacing"]), SPACING_ORDER)]
         fig = quality_figure(curves, "steps", labels, styles)
-        caption = "Class accuracy, class diversity and FID (bars: bootstrap interval) vs steps, one line per spacing."
+        caption = (
+            "Class accuracy, class diversity and FID (bars: 95% interval at this n) vs steps, one line per spacing."
+        )
         items.append(out.figure(fig, "schedule_quality", curves.rename(columns={"label": "spacing"}), caption))
     items += _schedule_sample_items(rows, out)
     return items
