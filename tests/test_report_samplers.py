@@ -358,3 +358,27 @@ def test_class_major_takes_the_first_samples_of_every_class():
     picked, index = samplers.class_major(batch, 3)
     assert index[:3] == [0, 10, 20] and index[3:6] == [1, 11, 21] and index[-2:] == [9, 19]
     assert (picked % K).tolist() == sorted((picked % K).tolist())
+
+
+def test_the_one_step_verdict_uses_the_paired_difference_where_it_was_recorded():
+    table = pd.DataFrame(
+        {
+            "panel": ["image", "image"],
+            "method": ["ddim", "one_step"],
+            "eta": [0.0, np.nan],
+            "series": ["DDIM η=0", "one-step"],
+            "model": ["teacher", "one_step"],
+            "steps": [1, 1],
+            "fid": [30.0, 28.0],
+            "fid_ci_low": [27.0, 25.0],  # the separate intervals overlap ...
+            "fid_ci_high": [33.0, 31.0],
+            "fid_delta": [np.nan, -2.0],  # ... the paired difference does not include 0
+            "fid_delta_ci_low": [np.nan, -3.1],
+            "fid_delta_ci_high": [np.nan, -0.9],
+            "train_steps": [np.nan, 100.0],
+        }
+    )
+    note = samplers.one_step_note(table)
+    assert "yes: Δ = -2 [-3.1, -0.9] (paired, same noise and class): excludes 0: lower" in note
+    table.loc[1, "fid_delta_ci_high"] = 0.5
+    assert "not clearly: Δ = -2 [-3.1, +0.5]" in samplers.one_step_note(table)

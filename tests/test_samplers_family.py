@@ -90,3 +90,13 @@ def test_bad_cells_and_spacings_are_refused_naming_the_value():
         samplers.parse_spacing("linspace")
     with pytest.raises(ValueError, match="unknown method 'euler'"):
         samplers.Cell("gmm", "euler", 10)
+
+
+def test_image_cells_are_paired_with_the_teachers_ddim_at_their_own_step_count():
+    reference = samplers.paired_reference
+    assert reference(samplers.Cell("image", "one_step", 1)) == samplers.Cell("image", "ddim", 1, 0.0)
+    assert reference(samplers.Cell("image", "progressive", 8, 0.0)) == samplers.Cell("image", "ddim", 8, 0.0)
+    assert reference(samplers.Cell("image", "ddim", 20, 1.0)) == samplers.Cell("image", "ddim", 20, 0.0)
+    assert reference(samplers.Cell("image", "ddim", 20, 0.0)) is None  # the reference itself
+    assert reference(samplers.Cell("image", "ddpm", 1000, 1.0)) is None  # DDIM at T steps is not drawn
+    assert reference(samplers.Cell("gmm", "one_step", 1)) is None  # no FID on the 2-D panel

@@ -38,6 +38,7 @@ from diffbench.experiments import (
     gmm_sample_metrics,
     image_quality,
     num_classes_of,
+    paired_fid_delta,
     prediction_of,
     training_cost,
 )
@@ -294,6 +295,17 @@ def reference_spec(profile: Profile, panel: str, data_root: str | None = None) -
     return SampleSpec(teacher, "ddim", tuple(grid), 0.0, scale.reference_samples, profile.seed, _clip(panel))
 
 
+PAIRED_REFERENCE = "ddim-eta0"  # image cells' FID is also compared, paired, with the teacher's DDIM at their steps
+
+
+def paired_reference(cell: Cell) -> Cell | None:
+    """The teacher's DDIM (``eta = 0``) at the cell's step count, which an image cell's FID is compared with by a
+    paired difference; ``None`` for that cell itself and for DDPM (``T`` steps: DDIM at ``T`` steps is not drawn)."""
+    if cell.panel != "image" or cell.method == "ddpm" or (cell.method == "ddim" and cell.eta == 0.0):
+        return None
+    return Cell(cell.panel, "ddim", cell.steps, 0.0)
+
+
 def teacher_deviation(samples: Tensor, reference: Tensor) -> float:
     """RMS over samples and coordinates of ``samples[:K] - reference`` (``K = len(reference)``)."""
     return float(((samples[: len(reference)] - reference) ** 2).mean().sqrt())
@@ -307,9 +319,10 @@ def sampler_quality(
     cache: ArtifactCache,
     data_root: str | None = None,
 ) -> tuple[Measurements, Tensor]:
-    """One cell's quality (image: domain FID with CI and n, class accuracy and diversity; gmm: MMD, W2, modes),
-    its deviation from the teacher's many-step output for the same noise, network evaluations per sample, and
-    for a student its training cost. Returns the rows and the samples."""
+    """One cell's quality (image: domain FID with its interval and n, class accuracy and diversity, and FID minus
+    the teacher's DDIM (eta 0) at the same steps with a paired interval; gmm: MMD, W2, modes), its deviation from
+    the teacher's many-step output for the same noise, network evaluations per sample, and for a student its
+    training cost. Returns the rows and the samples."""
     spacing = selected_spacing(options)
     spec = sample_spec(cell, profile, spacing, data_root=data_root)
     samples = cached_samples(spec, cache, device)
@@ -320,7 +333,13 @@ def sampler_quality(
         labels = class_labels(len(samples), num_classes_of(teacher))
         result, classes = image_quality(samples, labels, teacher.data, cache, device, seed=profile.seed)
         out.params.update(n=result.n_samples, n_real=result.n_real)
-        out.update({**result.metrics(), **classes}, context={"extractor": result.extractor})
+        context = {"extractor": result.extractor}
+        out.update({**result.metrics(), **classes}, context=context)
+        paired = paired_reference(cell)
+        if paired is not None:  # same noise and class per sample in every cell of the panel: a paired Δ
+            other = cached_samples(sample_spec(paired, profile, spacing, data_root=data_root), cache, device)
+            delta = paired_fid_delta(samples, other, teacher.data, cache, device, seed=profile.seed)
+            out.update(delta, context=context, reference=PAIRED_REFERENCE)
         grid_images = panel_scale(profile, cell.panel).grid_rows * int(labels.max() + 1)
         out.array("samples", samples[:grid_images])
     else:

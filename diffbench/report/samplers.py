@@ -29,7 +29,10 @@ import pandas as pd
 from diffbench.metrics import registry
 from diffbench.report import figures
 from diffbench.report.parts import (
+    DELTA_HIGHER,
+    DELTA_LOWER,
     FID_CAPTION,
+    FID_DELTA_METRICS,
     FID_INFINITY_INTERVAL,
     FID_INFINITY_METRICS,
     FID_INTERVAL,
@@ -42,6 +45,7 @@ from diffbench.report.parts import (
     latest_artifacts,
     load_array,
     numeric_param,
+    paired_delta,
     param,
     per_run_sections,
     wide_metrics,
@@ -78,6 +82,7 @@ IMAGE_METRICS = (
     "class_accuracy",
     "class_diversity",
     *FID_INFINITY_METRICS,
+    *FID_DELTA_METRICS,  # FID minus the teacher's DDIM η=0 at the same steps, paired (same noise and class)
 )
 GMM_METRICS = ("wasserstein", "mmd_rbf", "modes_covered", "high_quality_fraction", "mode_balance")
 TABLE_METRICS = (EVALUATIONS, *IMAGE_METRICS, *GMM_METRICS, DEVIATION, *TRAINING)
@@ -93,6 +98,7 @@ CELL_IMAGES = NUM_CLASSES  # samples per cell: the first image of every class
 MAX_POINTS = 2000  # samples per cell: at most this many gmm points drawn (and kept in the CSV)
 TIMING_COMMAND = "pytest benchmarks -k samplers -m timing -n 0 --run-id latest"
 KEYS = ["panel", "series", "model", "steps"]
+DELTA_COLUMN = "fid_delta [ci] vs DDIM η=0"  # the paired difference with the teacher's DDIM η=0 at the same steps
 INFO = ["method", "eta", "spacing"]
 
 
@@ -216,7 +222,12 @@ def quality_table(rows: pd.DataFrame) -> pd.DataFrame:
     ]
     wide = in_report_order(wide, ordered_series(wide))
     columns = ["panel", "method", "eta", "spacing", "series", "model", "steps", *measured, *MEASURED_WITH]
-    return with_fid_interval(wide[columns])
+    table = with_fid_interval(wide[columns])
+    if "fid_delta" in table:
+        table.insert(
+            table.columns.get_loc("fid") + 1, DELTA_COLUMN, [paired_delta(line)[0] for _, line in table.iterrows()]
+        )
+    return table
 
 
 def metric_direction(metric: str) -> str:
@@ -371,7 +382,11 @@ def one_step_note(table: pd.DataFrame) -> str:
             f"{panel}: the best 1-step student, {best['series']} ({best['model']}), has {name} {value(best)} vs the "
             f"teacher's 1-step DDIM η=0 {name} {value(ref)}"
         )
-        if metric == "fid":
+        if metric == "fid" and pd.notna(best.get("fid_delta", np.nan)):
+            text_delta, paired_verdict = paired_delta(best)
+            answer = {DELTA_LOWER: "yes", DELTA_HIGHER: "no"}.get(paired_verdict, "not clearly")
+            verdict = f"{answer}: Δ = {text_delta} (paired, same noise and class): {paired_verdict}"
+        elif metric == "fid":
             overlap = intervals_overlap(
                 (best.get("fid_ci_low", np.nan), best.get("fid_ci_high", np.nan)),
                 (ref.get("fid_ci_low", np.nan), ref.get("fid_ci_high", np.nan)),
