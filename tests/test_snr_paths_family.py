@@ -90,10 +90,10 @@ def test_the_baseline_samples_on_the_diagonals_large_scale_schedule():
     steps = SMOKE.snr_paths.sampling_steps
     t_large, t_small = path_to_schedule(diagonal_path(5), grid, steps, schedule)
     cell = snr_paths.Cell("quality", snr_paths.BASELINE, snr_paths.SINGLE_SCALE)
-    got_large, got_small, _ = snr_paths.path_schedules(cell, SMOKE, options, "cpu", None, None)
+    got_large, got_small = snr_paths.path_schedules(cell, SMOKE, options, "cpu", None, None)
     assert list(got_large) == sorted(set(t_large), reverse=True) and got_small == ()
     diagonal = snr_paths.Cell("quality", snr_paths.LIFT, "diagonal")
-    lift_large, lift_small, _ = snr_paths.path_schedules(diagonal, SMOKE, options, "cpu", None, None)
+    lift_large, lift_small = snr_paths.path_schedules(diagonal, SMOKE, options, "cpu", None, None)
     assert list(lift_large) == t_large and list(lift_small) == t_small == t_large
 
 

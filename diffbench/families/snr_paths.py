@@ -413,8 +413,8 @@ def path_schedules(
     device: torch.device,
     cache: ArtifactCache | None,
     data_root: str | None = None,
-) -> tuple[tuple[int, ...], tuple[int, ...], list[int] | None]:
-    """``(t_large, t_small, path)`` of a quality cell: the path's two timestep schedules over the profile's step
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(t_large, t_small)`` of a quality cell: the path's two timestep schedules over the profile's step
     count (gamma_0 log-spaced over the grid's range); the baseline takes the diagonal's large-scale schedule."""
     spec = heatmap_spec(profile, options, data_root)
     grid = snr_grid(*spec.snr_range, spec.num_points)
@@ -422,14 +422,14 @@ def path_schedules(
     steps = profile.snr_paths.sampling_steps
     if cell.model == BASELINE:
         t_large, _ = path_to_schedule(diagonal_path(len(grid)), grid, steps, schedule)
-        return tuple(sorted(set(t_large), reverse=True)), (), None
+        return tuple(sorted(set(t_large), reverse=True)), ()
     if cell.path == "diagonal":
         path = diagonal_path(len(grid))
     else:
         heat = apply_chain_rule(**cached_heatmap(spec, cache, device), grid=grid, convention=cell.convention)
         path = snr_paths_of(heat)[cell.path]
     t_large, t_small = path_to_schedule(path, grid, steps, schedule)
-    return tuple(t_large), tuple(t_small), path
+    return tuple(t_large), tuple(t_small)
 
 
 def _draw_path_samples(spec: PathSamples, cache: ArtifactCache, device: torch.device) -> Tensor:
@@ -477,7 +477,7 @@ def path_samples(
     data_root: str | None = None,
 ) -> PathSamples:
     """The samples a quality cell evaluates: its model along its path's schedules, the profile's count and seed."""
-    t_large, t_small, _ = path_schedules(cell, profile, options, device, cache, data_root)
+    t_large, t_small = path_schedules(cell, profile, options, device, cache, data_root)
     model = model_spec(profile, cell.model, data_root)
     return PathSamples(model, t_large, t_small, profile.snr_paths.eval_samples, profile.seed)
 
