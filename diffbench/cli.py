@@ -1,6 +1,7 @@
 """The ``diffbench`` command: ``diffbench report`` rebuilds (or merges) reports, ``diffbench compare`` checks a run
 against a baseline, ``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``,
-``diffbench fid`` computes pytorch-fid's FID with the sample sizes, an interval and KID beside it.
+``diffbench fid`` computes pytorch-fid's FID with the sample sizes, an interval and KID beside it,
+``diffbench verify-determinism`` checks that cached size_factors models sample bitwise-reproducibly from one seed.
 
 Exit codes: 0 success / no regression, 1 regression (compare), 2 bad input (the message names it).
 
@@ -12,16 +13,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from diffbench.errors import UsageError
 from diffbench.io import atomic_path, atomic_write_text
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, PARTS_DIR, RESULTS_FILE, load_run, read_rows, safe_name
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from diffbench.cache import ArtifactCache
+    from diffbench.determinism import DeterminismReport
+    from diffbench.profiles import Profile
+    from diffbench.schedules import NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -324,6 +337,274 @@ def fid(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# --- verify-determinism -----------------------------------------------------------------------------------
+
+# The benchmark cell that trains (and caches) a size_factors model: named for every model the cache lacks.
+SIZE_FACTORS_CELL = "benchmarks/bench_size_factors.py::test_noise_prediction"
+ALL_MODELS = "all"
+
+
+class NotCached(LookupError):
+    """A requested model has no readable trained run in the cache; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class DeterminismSubject:
+    """A cached model and what :func:`diffbench.determinism.verify_determinism` samples it with: its noise
+    schedule, one sample's shape, the per-sample conditioning (labels ``i mod K`` of a class-conditional model,
+    else None), the ``x0`` clip its family samples with, and ``artifact``: where its weights were read from."""
+
+    model: nn.Module
+    schedule: NoiseSchedule
+    sample_shape: tuple[int, ...]
+    cond: dict | None
+    clip_denoised: float | None
+    artifact: str
+
+
+def size_factors_model_ids(profile: Profile) -> list[str]:
+    """The teacher and every student of the profile's size factors, as the size_factors benchmark names them."""
+    from diffbench.families.size_factors import TEACHER, student_ids
+
+    return [TEACHER, *student_ids(profile.size_factors.sizes)]
+
+
+def select_model_ids(text: str, available: Sequence[str]) -> list[str]:
+    """``--models``: ``all`` -> ``available``; else the comma-separated ids, each ``teacher`` or
+    ``<data|distill>-s<size>`` with size in (0, 1] (written as the benchmark writes it: ``data-s0.50`` ->
+    ``data-s0.5``), duplicates dropped. A UsageError names a malformed id and the available ones."""
+    from diffbench.families.size_factors import TEACHER, parse_model_id, student_id
+    from diffbench.selection import check_size_factor
+
+    if text.strip() == ALL_MODELS:
+        return list(available)
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise UsageError(f"--models is empty; available: {', '.join(available)} or {ALL_MODELS}")
+    chosen: list[str] = []
+    for item in items:
+        try:
+            mode, size = parse_model_id(item)
+            model_id = TEACHER if mode == TEACHER else student_id(mode, check_size_factor(size))
+        except ValueError:
+            raise UsageError(
+                f"unknown model id {item!r}; available: {', '.join(available)} or {ALL_MODELS} "
+                "(any <data|distill>-s<size> with size in (0, 1] is accepted too)"
+            ) from None
+        if model_id not in chosen:
+            chosen.append(model_id)
+    return chosen
+
+
+def build_command(model_id: str, profile: Profile, cache_dir: Path | None, data_root: str | None) -> str:
+    """The pytest command that trains ``model_id`` into the cache (a distilled student trains its teacher too)."""
+    from diffbench.families.size_factors import TEACHER, parse_model_id
+
+    words = ["pytest", f"{SIZE_FACTORS_CELL}[{model_id}]", "--profile", profile.name]
+    size = parse_model_id(model_id)[1]
+    if model_id != TEACHER and size not in profile.size_factors.sizes:
+        words += ["--size-factors", f"{size:g}"]
+    if cache_dir is not None:
+        words += ["--cache-dir", str(cache_dir)]
+    if data_root is not None:
+        words += ["--data-root", data_root]
+    return shlex.join(words)
+
+
+def cached_model(
+    profile: Profile,
+    model_id: str,
+    cache: ArtifactCache,
+    device: torch.device,
+    num_samples: int,
+    data_root: str | None = None,
+) -> DeterminismSubject:
+    """The trained size_factors model ``model_id`` from ``cache`` on ``device`` (eval mode), with labels
+    ``i mod K`` for ``num_samples`` samples and the family's ``x0`` clip. Never trains: NotCached when the cache
+    has no run for the model's spec (or only an unreadable one, which the benchmark would rebuild)."""
+    import torch
+
+    from diffbench.experiments import RUN_RECIPE_VERSION, cached_dataset, class_labels, model_at, num_classes_of
+    from diffbench.families.size_factors import IMAGE_CLIP, model_spec
+
+    try:
+        spec = model_spec(profile, model_id, data_root)
+        data = cached_dataset(spec.data, "train")
+    except (OSError, RuntimeError, ValueError) as exc:  # e.g. a torchvision dataset missing under --data-root
+        raise UsageError(f"cannot build the spec of {model_id}: {exc}") from None
+    path = cache.path("runs", spec, version=RUN_RECIPE_VERSION)
+    if not path.is_file():
+        raise NotCached(f"not in the cache {cache.root} (no {path.relative_to(cache.root)})")
+    try:
+        run = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt or not a weights-only pickle: the cache rebuilds such entries
+        raise NotCached(f"its cache entry {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    labels = class_labels(num_samples, num_classes_of(spec))
+    return DeterminismSubject(
+        model=model_at(spec, run, spec.train.epochs, device),
+        schedule=spec.schedule.build(),
+        sample_shape=tuple(data.sample_shape),
+        cond=None if labels is None else {"y": labels},
+        clip_denoised=IMAGE_CLIP,
+        artifact=str(path),
+    )
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON null) for inf and NaN."""
+    return value if math.isfinite(value) else None
+
+
+def layout_relative(report: DeterminismReport) -> float:
+    """``batch_layout_max_abs / sample_max_abs`` (0 when both are 0, inf when only max |x| is)."""
+    if report.sample_max_abs > 0:
+        return report.batch_layout_max_abs / report.sample_max_abs
+    return 0.0 if report.batch_layout_max_abs == 0 else math.inf
+
+
+def determinism_line(model_id: str, report: DeterminismReport) -> str:
+    """One model's printed result: device, both deviations (the layout one also relative to max |x|), verdict."""
+    verdict = "deterministic" if report.deterministic else "NOT deterministic"
+    return (
+        f"{model_id}: device {report.device}, same-seed max|dx| {report.same_seed_max_abs:.3g}, "
+        f"batch-layout max|dx| {report.batch_layout_max_abs:.3g} "
+        f"({layout_relative(report):.3g} of max|x| {report.sample_max_abs:.3g}), {verdict}"
+    )
+
+
+def determinism_record(report: DeterminismReport, subject: DeterminismSubject) -> dict:
+    """One model's JSON record (non-finite numbers as null)."""
+    return {
+        "deterministic": report.deterministic,
+        "same_seed_max_abs": _finite(report.same_seed_max_abs),
+        "batch_layout_max_abs": _finite(report.batch_layout_max_abs),
+        "batch_layout_relative": _finite(layout_relative(report)),
+        "sample_max_abs": _finite(report.sample_max_abs),
+        "device": report.device,
+        "num_samples": report.num_samples,
+        "steps": report.steps,
+        "batch_sizes": list(report.batch_sizes),
+        "seed": report.seed,
+        "eta": report.eta,
+        "clip_denoised": subject.clip_denoised,
+        "artifact": subject.artifact,
+    }
+
+
+def _configure_verify_determinism(parser: argparse.ArgumentParser) -> None:
+    from diffbench.profiles import PROFILES
+
+    parser.epilog = (
+        "Each model samples three times from one seed with DDIM: twice in the same batches (must be bitwise "
+        "equal) and once in batches of at most 3 (kernel rounding: reported, not judged). Exit codes: 0 every "
+        "checked model is deterministic, 1 one is not, 2 bad input or none of the models is cached. Models are "
+        "never trained: a missing one is skipped with the pytest command that builds it."
+    )
+    parser.add_argument("--profile", default="smoke", choices=list(PROFILES), help="scale (default smoke)")
+    parser.add_argument(
+        "--models",
+        default=ALL_MODELS,
+        metavar="IDS",
+        help="comma-separated model ids (teacher, data-s0.5, distill-s0.05, ...) or 'all' (default: all)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps or auto")
+    parser.add_argument("--samples", type=int, default=16, help="samples per run (default 16)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="DDIM steps (default: the profile's size_factors sampling_steps)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, metavar="DIR", help="torchvision data of the standard/paper profiles' specs"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results to OUT")
+
+
+def verify_determinism_command(args: argparse.Namespace) -> int:
+    """Check every selected cached size_factors model with ``verify_determinism``; exit 1 if one is not
+    deterministic (same seed, same device, different samples), 2 if none is cached."""
+    from diffbench.cache import ArtifactCache
+    from diffbench.determinism import verify_determinism
+    from diffbench.devices import resolve_device
+    from diffbench.profiles import get_profile
+
+    profile = get_profile(args.profile)
+    scale = profile.size_factors
+    steps = scale.sampling_steps if args.steps is None else args.steps
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if not 1 <= steps <= scale.diffusion_steps:
+        raise UsageError(f"--steps must be in [1, {scale.diffusion_steps}] (profile {profile.name}), got {steps}")
+    if not 0 <= args.eta <= 1:
+        raise UsageError(f"--eta must be in [0, 1], got {args.eta}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if args.json is not None and args.json.is_dir():
+        raise UsageError(f"--json {args.json} is a directory; give a file name")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    model_ids = select_model_ids(args.models, size_factors_model_ids(profile))
+    cache = ArtifactCache(args.cache)
+    print(
+        f"verify-determinism: profile {profile.name}, {args.samples} samples, {steps} DDIM steps, seed {args.seed}, "
+        f"eta {args.eta:g}, cache {cache.root}"
+    )
+    results: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    for model_id in model_ids:
+        try:
+            subject = cached_model(profile, model_id, cache, device, args.samples, args.data_root)
+        except NotCached as exc:
+            skipped[model_id] = str(exc)
+            command = build_command(model_id, profile, args.cache, args.data_root)
+            print(f"{model_id}: skipped, {exc}; build it with: {command}")
+            continue
+        subject.model.eval()
+        report = verify_determinism(
+            subject.model,
+            subject.schedule,
+            subject.sample_shape,
+            num_samples=args.samples,
+            steps=steps,
+            seed=args.seed,
+            eta=args.eta,
+            device=device,
+            cond=subject.cond,
+            clip_denoised=subject.clip_denoised,
+        )
+        results[model_id] = determinism_record(report, subject)
+        print(determinism_line(model_id, report))
+    if not results:
+        raise UsageError(
+            f"none of the requested models ({', '.join(model_ids)}) is in the cache {cache.root}; "
+            "build them with the pytest commands printed above"
+        )
+    failed = [model_id for model_id, record in results.items() if not record["deterministic"]]
+    if args.json is not None:
+        document = {
+            "profile": profile.name,
+            "device": str(device),
+            "cache": str(cache.root),
+            "deterministic": not failed,
+            "models": results,
+            "skipped": skipped,
+        }
+        atomic_write_text(args.json, json.dumps(document, indent=1, sort_keys=True) + "\n")
+        print(f"json: {args.json}")
+    checked = f"{len(results)} model(s) checked, {len(skipped)} skipped (not cached)"
+    print(f"NOT DETERMINISTIC: {', '.join(failed)} ({checked})" if failed else f"OK: deterministic ({checked})")
+    return 1 if failed else 0
+
+
 # --- the command table ------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
@@ -338,6 +619,11 @@ COMMANDS: dict[str, Command] = {
         "FID of two image folders or .npz statistics as pytorch-fid computes it, with n, interval and KID",
         _configure_fid,
         fid,
+    ),
+    "verify-determinism": Command(
+        "check that cached size_factors models sample bitwise-reproducibly from one seed; exit 1 if one does not",
+        _configure_verify_determinism,
+        verify_determinism_command,
     ),
 }
 

@@ -70,6 +70,10 @@ DECLARING_MODULES = (
     "diffbench.metrics.trajectory",
     "diffbench.metrics.fid",
     "diffbench.metrics.conditional",
+    "diffbench.metrics.manifold",
+    "diffbench.metrics.embedding",
+    "diffbench.attention",
+    "diffbench.determinism",
 )
 FAMILIES_PACKAGE = "diffbench.families"
 _loaded = False
