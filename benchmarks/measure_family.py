@@ -23,7 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Metrics printed per family for the final checkpoint of each configuration.
 HEADLINE = {
-    "batch_configs": ("modes_covered", "radius_mean", "radius_std", "wasserstein", "mmd_rbf", "test_loss"),
+    "batch_configs": (
+        "modes_covered",
+        "high_quality_fraction",
+        "mmd_multiscale",
+        "wasserstein",
+        "mmd_rbf",
+        "noise_scale",
+    ),
 }
 
 
@@ -54,11 +61,14 @@ def run_family(family: str, workers: str, profile: str, cache: Path, report_dir:
 def final_rows(run_dir: Path, family: str) -> dict[str, dict[str, float]]:
     rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["family"] == family and "epoch" in r["params"] and "artifact" not in r]
-    last = max(r["params"]["epoch"] for r in rows)
+    key = [r["params"].get("config", r["cell"]) for r in rows]
+    last: dict[str, int] = {}  # each configuration's final checkpoint (runs may have different epoch counts)
+    for k, r in zip(key, rows, strict=True):
+        last[k] = max(last.get(k, 0), r["params"]["epoch"])
     table: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r["params"]["epoch"] == last and r["metric"] in HEADLINE.get(family, (r["metric"],)):
-            table.setdefault(r["params"].get("config", r["cell"]), {})[r["metric"]] = r["value"]
+    for k, r in zip(key, rows, strict=True):
+        if r["params"]["epoch"] == last[k] and r["metric"] in HEADLINE.get(family, (r["metric"],)):
+            table.setdefault(k, {})[r["metric"]] = r["value"]
     return table
 
 

@@ -46,15 +46,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "diffbench"
 
 
+# Field metadata ``{"hash": NON_DEFAULT}``: the field enters the key only when it differs from its default. For
+# options added to a config later whose default reproduces the old behaviour, so existing artifacts keep their keys.
+NON_DEFAULT = "non_default"
+
+
+def _hashed(obj: Any, f: dataclasses.Field) -> bool:
+    rule = f.metadata.get("hash", True)  # False: e.g. a local data path (where data lives is not what it is)
+    if rule == NON_DEFAULT:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        return getattr(obj, f.name) != default
+    return bool(rule)
+
+
 def _canonical(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {
             "__type__": type(obj).__name__,
-            **{
-                f.name: _canonical(getattr(obj, f.name))
-                for f in dataclasses.fields(obj)
-                if f.metadata.get("hash", True)  # e.g. a local data path: where data lives is not what it is
-            },
+            **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj) if _hashed(obj, f)},
         }
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}

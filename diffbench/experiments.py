@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,13 +22,17 @@ from diffbench.distill import (
     halve_grid,
     one_step_loss,
 )
+from diffbench.families import Measurements
 from diffbench.metrics.conditional import class_accuracy, class_diversity
 from diffbench.metrics.distribution import (
+    EXACT_W2_MAX_POINTS,
+    PairwiseSq,
     mmd_linear,
-    mmd_rbf,
     mode_coverage,
     noise_prediction_loss,
+    reference_bandwidths,
     sample_stats,
+    sliced_wasserstein,
     wasserstein,
 )
 from diffbench.metrics.fid import (
@@ -290,7 +294,7 @@ def evaluate_gmm(
     seed: int,
 ) -> tuple[dict[str, float], Tensor]:
     """Sample ``num_samples`` points (ancestral sampling, ``eta = 1``) and score them against the held-out
-    GMM split: MMD (RBF, linear), W2, held-out noise-prediction loss, sample spread and mode statistics."""
+    GMM split: :func:`gmm_sample_metrics`, the held-out noise-prediction loss and the sample spread."""
     generator = torch.Generator().manual_seed(seed)  # x_T first, then every step's noise, from one stream
     x_T = randn((num_samples, 2), generator, device_of(model))
     samples = ddim_sample(
@@ -305,16 +309,43 @@ def evaluate_gmm(
 
 
 def gmm_sample_metrics(samples: Tensor, test: Dataset) -> dict[str, float]:
-    """GMM samples against the held-out split: MMD (RBF, linear), W2, and the mode statistics."""
+    """GMM samples against the held-out split: MMD (the seed's median-heuristic RBF, the multi-scale RBF with
+    :func:`gmm_bandwidths`, linear; the distance matrices computed once), W2 (exact up to ``EXACT_W2_MAX_POINTS``
+    points, and sliced, under separate names), and the mode statistics."""
     modes = mode_coverage(samples, GMM.means, GMM.std)
-    return {
-        "mmd_rbf": mmd_rbf(samples, test.x),
+    distances = PairwiseSq.of(samples, test.x)
+    metrics = {
+        "mmd_rbf": distances.mmd((distances.median_distance(),)),
+        "mmd_multiscale": distances.mmd(gmm_bandwidths(test)),
         "mmd_linear": mmd_linear(samples, test.x),
-        "wasserstein": wasserstein(samples, test.x),
+        "wasserstein_sliced": sliced_wasserstein(samples, test.x),
         "modes_covered": float(modes.covered),
         "high_quality_fraction": modes.high_quality_fraction,
         "mode_balance": modes.balance,
     }
+    if max(len(samples), len(test.x)) <= EXACT_W2_MAX_POINTS:
+        metrics["wasserstein"] = wasserstein(samples, test.x)
+    return metrics
+
+
+_BANDWIDTHS: dict[int, tuple[Tensor, tuple[float, ...]]] = {}
+
+
+def gmm_bandwidths(test: Dataset) -> tuple[float, ...]:
+    """:func:`reference_bandwidths` of the held-out set, computed once per process for each set (keyed by the
+    tensor's identity, and the tensor kept so the key cannot be reused)."""
+    entry = _BANDWIDTHS.get(id(test.x))
+    if entry is None or entry[0] is not test.x:
+        entry = _BANDWIDTHS[id(test.x)] = (test.x, reference_bandwidths(test.x))
+    return entry[1]
+
+
+def record_gmm_metrics(out: Measurements, metrics: Mapping[str, float], test: Dataset, **extra: object) -> None:
+    """Add GMM ``metrics`` to a cell's rows (with ``extra`` params); the ``mmd_multiscale`` row carries (as
+    context) the bandwidths it was computed with, fixed from the held-out set ``test``."""
+    context = {"mmd_bandwidths": [round(h, 6) for h in gmm_bandwidths(test)]}
+    for name, value in metrics.items():
+        out.add(name, value, context=context if name == "mmd_multiscale" else None, **extra)
 
 
 # --- step-reduction students (the samplers family) ----------------------------------------------------------

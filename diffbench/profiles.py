@@ -9,11 +9,14 @@ from dataclasses import dataclass
 class BatchConfigsScale:
     """Seed 002 (large-batch convergence on the 2-D GMM)."""
 
-    epochs: int
-    checkpoint_every: int
+    epochs: int  # the baseline's (batch 128); runs matched on steps get the epochs of its optimiser steps
+    checkpoints: int  # per run, log-spaced: at 1/2^(c-1), ..., 1/4, 1/2 and all of the run's epochs
     eval_samples: int
-    sampling_steps: int  # DDIM/DDPM steps used to draw evaluation samples; T means full ancestral DDPM
+    sampling_steps: int  # ancestral (eta = 1) steps used to draw evaluation samples; T means full DDPM
     timing_epochs: int = 1
+    floor_draws: int = 4  # draws of true-GMM samples scored like a checkpoint: each metric's floor at this n
+    noise_scale_probes: int = 100  # gradient-noise-scale measurements per run, evenly spaced in epochs
+    noise_scale_probe: tuple[int, int] = (128, 8)  # (micro-batch size, count): B_small = 128, B_big = 1024
 
 
 SEED_SIZE_FACTORS = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # seeds 000/001 default list
@@ -167,7 +170,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         description="2-core CPU, no network: the whole matrix in minutes on shipped or generated data",
         seed=0,
-        batch_configs=BatchConfigsScale(epochs=200, checkpoint_every=20, eval_samples=2000, sampling_steps=1000),
+        batch_configs=BatchConfigsScale(epochs=80, checkpoints=5, eval_samples=2000, sampling_steps=100),
         size_factors=SizeFactorsScale(
             dataset="digits",
             image_size=16,
@@ -241,7 +244,7 @@ PROFILES: dict[str, Profile] = {
         name="standard",
         description="one GPU, hours: torchvision data, longer training",
         seed=0,
-        batch_configs=BatchConfigsScale(epochs=1000, checkpoint_every=25, eval_samples=5000, sampling_steps=1000),
+        batch_configs=BatchConfigsScale(epochs=1000, checkpoints=9, eval_samples=5000, sampling_steps=1000),
         size_factors=SizeFactorsScale(
             dataset="mnist",
             image_size=28,
@@ -315,7 +318,7 @@ PROFILES: dict[str, Profile] = {
         name="paper",
         description="the seeds' full settings, GPUs, days",
         seed=0,
-        batch_configs=BatchConfigsScale(epochs=1000, checkpoint_every=10, eval_samples=10000, sampling_steps=1000),
+        batch_configs=BatchConfigsScale(epochs=1000, checkpoints=10, eval_samples=10000, sampling_steps=1000),
         # The seeds' CIFAR-10 teacher: base 128, mults [1,2,2,2], 3 res blocks, dropout 0.3, cosine schedule with
         # 4000 diffusion steps, Adam(0.8, 0.999), lr 1e-4, batch 128, EMA 0.9999; 50 sampling steps.
         size_factors=SizeFactorsScale(

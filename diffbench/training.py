@@ -9,6 +9,7 @@ losses passed to the same trainer (``DualScaleLoss``: LIFT's two-scale eps loss)
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -20,8 +21,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffbench.cache import NON_DEFAULT
 from diffbench.data import Dataset
 from diffbench.io import atomic_torch_save
+from diffbench.metrics.noise_scale import gradient_noise_scale
 from diffbench.models.dual_scale import downsample2x
 from diffbench.schedules import NoiseSchedule
 
@@ -55,6 +58,13 @@ class TrainConfig:
     checkpoint_every: int = 10
     label_dropout: float = 0.0
     seed: int = 0
+    # Gradient noise scale (diffbench.metrics.noise_scale) measured every this many epochs (0: never) at the end
+    # of the epoch, from ``noise_scale_probe = (micro-batch size, count)`` fresh micro-batches: B_small = size,
+    # B_big = size * count. Probes draw from their own generator and leave training bit-identical.
+    noise_scale_every: int = field(default=0, metadata={"hash": NON_DEFAULT})
+    # Checkpoints at these epochs too (besides every ``checkpoint_every`` and the last), e.g. log-spaced ones.
+    save_at: tuple[int, ...] = field(default=(), metadata={"hash": NON_DEFAULT})
+    noise_scale_probe: tuple[int, int] = field(default=(128, 8), metadata={"hash": NON_DEFAULT})
 
     def __post_init__(self) -> None:
         if self.lr_rule not in LR_RULES:
@@ -72,6 +82,13 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if any(not 1 <= e <= self.epochs for e in self.save_at):
+            raise ValueError(f"save_at epochs must lie in [1, {self.epochs}], got {self.save_at}")
+        if self.noise_scale_every < 0:
+            raise ValueError(f"noise_scale_every must be >= 0 (0: off), got {self.noise_scale_every}")
+        size, count = self.noise_scale_probe
+        if size < 1 or count < 2:
+            raise ValueError(f"noise_scale_probe must be (micro-batch size >= 1, count >= 2), got {size, count}")
 
     @property
     def effective_lr(self) -> float:
@@ -79,8 +96,10 @@ class TrainConfig:
 
     @property
     def checkpoint_epochs(self) -> list[int]:
-        """Epochs (1-based, counted after the epoch ends) at which a checkpoint is saved; the last always is."""
-        return sorted({*range(self.checkpoint_every, self.epochs + 1, self.checkpoint_every), self.epochs})
+        """Epochs (1-based, counted after the epoch ends) at which a checkpoint is saved: every
+        ``checkpoint_every``, those in ``save_at``, and the last."""
+        every = range(self.checkpoint_every, self.epochs + 1, self.checkpoint_every)
+        return sorted({*every, *self.save_at, self.epochs})
 
 
 def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
@@ -264,6 +283,50 @@ def train(
     paired_noise = dataset.noise.to(device) if dataset.noise is not None else None
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     n = len(x_all)
+
+    def draw_batch(idx: Tensor, generator: torch.Generator) -> TrainBatch:
+        """The batch of examples ``idx``: timesteps, then noise, then label dropout, drawn from ``generator`` in
+        that order (the order is part of bit-exact resume)."""
+        x0 = x_all[idx]
+        if allowed_t is None:
+            t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
+        else:
+            t = allowed_t[torch.randint(len(allowed_t), (len(idx),), generator=generator)]
+        noise = torch.randn(x0.shape, generator=generator).to(device)
+        if paired_noise is not None:
+            noise = paired_noise[idx]
+        cond = {}
+        if num_classes and y_all is not None:
+            y = y_all[idx]
+            drop = torch.rand(len(idx), generator=generator).to(device) < config.label_dropout
+            cond["y"] = torch.where(drop, torch.full_like(y, num_classes), y)
+        t = t.to(device)
+        return TrainBatch(x0, schedule.add_noise(x0, t, noise), t, noise, cond)
+
+    def probe_noise_scale(epoch: int) -> dict[str, float]:
+        """The gradient noise scale at the current weights from ``noise_scale_probe`` fresh micro-batches (drawn
+        with replacement from a generator seeded by (seed, epoch), so a resumed run probes the same examples).
+        The global RNG and a stateful loss's state are restored afterwards: training does not see the probe."""
+        size, count = config.noise_scale_probe
+        probe_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loss_state = copy.deepcopy(loss_fn.state_dict()) if stateful_loss else None
+        cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        )
+        with torch.random.fork_rng(devices=cuda):
+            losses = (
+                loss_fn(model, draw_batch(torch.randint(n, (size,), generator=probe_gen).to(device), probe_gen))
+                for _ in range(count)
+            )
+            estimate = gradient_noise_scale(list(model.parameters()), losses, size)
+        if loss_state is not None:
+            loss_fn.load_state_dict(loss_state)
+        return {
+            "grad_sq_norm": estimate.grad_sq_norm,
+            "grad_trace_cov": estimate.trace_cov,
+            "noise_scale": estimate.b_simple,
+        }
+
     steps_per_epoch = math.ceil(n / config.batch_size)
     save_epochs = set(config.checkpoint_epochs)
 
@@ -284,21 +347,7 @@ def train(
         loss_sum, grad_norm_sum = 0.0, 0.0
         for step in range(steps_per_epoch):
             idx = perm[step * config.batch_size : (step + 1) * config.batch_size].to(device)
-            x0 = x_all[idx]
-            if allowed_t is None:
-                t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
-            else:
-                t = allowed_t[torch.randint(len(allowed_t), (len(idx),), generator=generator)]
-            noise = torch.randn(x0.shape, generator=generator).to(device)
-            if paired_noise is not None:
-                noise = paired_noise[idx]
-            cond = {}
-            if num_classes and y_all is not None:
-                y = y_all[idx]
-                drop = torch.rand(len(idx), generator=generator).to(device) < config.label_dropout
-                cond["y"] = torch.where(drop, torch.full_like(y, num_classes), y)
-            t = t.to(device)
-            loss = loss_fn(model, TrainBatch(x0, schedule.add_noise(x0, t, noise), t, noise, cond))
+            loss = loss_fn(model, draw_batch(idx, generator))
             loss_value = loss.item()
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(
@@ -323,6 +372,8 @@ def train(
             "steps": float(epoch * steps_per_epoch),
             "seconds": time.perf_counter() - started,
         }
+        if config.noise_scale_every and epoch % config.noise_scale_every == 0:
+            row.update(probe_noise_scale(epoch))
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if epoch in save_epochs:

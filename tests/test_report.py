@@ -10,39 +10,56 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from diffbench.report.batch_configs import batch_config_table, coefficient_of_variation, convergence_epoch
+from diffbench.report.batch_configs import (
+    converged_step,
+    critical_batch,
+    difference_tolerance,
+    first_reached,
+    match_table,
+    run_table,
+    target_tolerances,
+    verdict,
+    window_noise_scale,
+)
 from diffbench.report.build import build_report, family_sections
-from diffbench.report.compare import compare_runs, format_table, metric_direction, metric_rule, verdict
+from diffbench.report.compare import compare_runs, format_table, metric_direction, metric_rule
+from diffbench.report.compare import verdict as gate_verdict
 from diffbench.report.sections import rows_to_frame, summary_frame
 from diffbench.results import ARRAYS_DIR, FAILURES_FILE, RESULTS_FILE
 
-EPOCHS = [10, 20, 30, 40, 50]
-CONFIGS = {  # config -> (batch_size, lr, lr_rule, effective_lr)
-    "b128_lr1e-04": (128, 1e-4, "none", 1e-4),
-    "b1280_lr3.16e-05": (1280, 3.16e-5, "none", 3.16e-5),
-    "b1280_sqrt": (1280, 1e-4, "sqrt", 3.16e-4),
-    "b1280_linear": (1280, 1e-4, "linear", 1e-3),
+CONFIGS = {  # config -> (batch_size, lr, lr_rule, effective_lr, budget)
+    "b128_lr1e-04": (128, 1e-4, "none", 1e-4, "epochs"),
+    "b1280_lr3.16e-05": (1280, 3.16e-5, "none", 3.16e-5, "epochs"),
+    "b1280_sqrt": (1280, 1e-4, "sqrt", 3.16e-4, "epochs"),
+    "b1280_sqrt_eqsteps": (1280, 1e-4, "sqrt", 3.16e-4, "steps"),
 }
-# mmd_rbf per config, chosen so the convergence epoch (first |v - v_final| <= 0.1 |v_final|) is known:
-MMD_RBF = {
-    "b128_lr1e-04": [1.0, 0.5, 0.215, 0.21, 0.2],  # 0.215 is within 0.02 of 0.2 -> epoch 30
-    "b1280_lr3.16e-05": [0.2, 0.9, 0.8, 0.4, 0.2],  # the first checkpoint already equals the final -> 10
-    "b1280_sqrt": [4.0, 3.0, 2.0, 1.0, 1.05],  # 1.0 is within 0.105 of 1.05 -> epoch 40
-    "b1280_linear": [1.0, 1.0, 1.0, 1.0, 1.0],  # constant -> epoch 10, CV 0
+STEPS = {  # optimiser steps at the five checkpoints: the baseline and the equal-steps run share them
+    "b128_lr1e-04": [1000, 2000, 3000, 4000, 5000],
+    "b1280_lr3.16e-05": [100, 200, 300, 400, 500],
+    "b1280_sqrt": [100, 200, 300, 400, 500],
+    "b1280_sqrt_eqsteps": [1000, 2000, 3000, 4000, 5000],
 }
-EXPECTED_CONVERGED_MMD = {"b128_lr1e-04": 30, "b1280_lr3.16e-05": 10, "b1280_sqrt": 40, "b1280_linear": 10}
-# wasserstein = k * [1, 2, 3, 4, 5]: only the final value is within 10% of itself -> epoch 50, and the CV is
-# scale-free: mean 3k, population std k * sqrt(2) -> sqrt(2) / 3 for every config.
-WASSERSTEIN_CV = math.sqrt(2) / 3
+# Perfect-sample floors: W2 draws 0.5 and 0.7 (sd 0.1414, tolerance 2 sqrt(2) sd = 0.4); MMD 0 and 0.002 (0.004).
+FLOORS = {"wasserstein": [0.5, 0.7], "mmd_multiscale": [0.0, 0.002], "modes_covered": [8.0, 8.0]}
+CURVES = {  # per config: W2, multi-scale MMD, modes at the five checkpoints
+    "b128_lr1e-04": ([3.0, 2.0, 1.3, 1.1, 1.0], [0.5, 0.1, 0.02, 0.012, 0.01], [0, 8, 8, 8, 8]),
+    "b1280_lr3.16e-05": ([9.0, 8.0, 7.0, 6.0, 5.0], [0.9, 0.8, 0.7, 0.6, 0.5], [0, 0, 0, 0, 0]),
+    "b1280_sqrt": ([5.0, 4.0, 3.0, 2.5, 2.0], [0.4, 0.3, 0.2, 0.1, 0.05], [0, 0, 8, 8, 8]),
+    "b1280_sqrt_eqsteps": ([1.2, 0.9, 0.8, 0.8, 0.7], [0.013, 0.01, 0.008, 0.006, 0.005], [8, 8, 8, 8, 8]),
+}
+# Tolerances 2 sqrt(2) sd of the floors: W2 sd 0.1414 -> 0.4, MMD sd 0.001414 -> 0.004. Targets: the baseline's
+# final W2 1.0 and MMD 0.01 with its 8 modes.
+W2_TOL, MMD_TOL = 0.4, 0.004
+EXPECTED_TARGET_W2 = {"b128_lr1e-04": 3000, "b1280_lr3.16e-05": None, "b1280_sqrt": None, "b1280_sqrt_eqsteps": 1000}
+EXPECTED_TARGET_MMD = {"b128_lr1e-04": 4000, "b1280_lr3.16e-05": None, "b1280_sqrt": None, "b1280_sqrt_eqsteps": 1000}
 OTHER_METRICS = (
+    "mmd_rbf",
     "mmd_linear",
+    "wasserstein_sliced",
     "test_loss",
     "train_loss",
     "sample_std",
-    "sample_range",
     "radius_mean",
-    "radius_std",
-    "modes_covered",
     "high_quality_fraction",
     "mode_balance",
 )
@@ -51,14 +68,14 @@ OTHER_METRICS = (
 def _row(
     config: str, metric: str, value: float | None, run_id: str = "run-a", epoch: int | None = None, **extra
 ) -> dict:
-    batch_size, lr, lr_rule, effective_lr = CONFIGS[config]
+    batch_size, lr, lr_rule, effective_lr, budget = CONFIGS[config]
     params = {"config": config, "batch_size": batch_size, "lr": lr, "lr_rule": lr_rule, "effective_lr": effective_lr}
+    params["budget"] = budget
     if epoch is not None:
-        params["epoch"] = epoch
-    cell = f"benchmarks/bench_batch_configs.py::test_checkpoint_quality[{config}-epoch{epoch or 0:04d}]"
+        params |= {"epoch": epoch, "steps": STEPS[config][epoch - 1], "examples": epoch * 1000}
     return {
         "family": "batch_configs",
-        "cell": cell,
+        "cell": f"benchmarks/bench_batch_configs.py::test_batch_config[{config}]",
         "params": params,
         "metric": metric,
         "value": value,
@@ -72,6 +89,14 @@ def _row(
     }
 
 
+def _floor_row(metric: str, value: float, draw: int, run_id: str = "run-a") -> dict:
+    return {
+        **_row("b128_lr1e-04", metric, value, run_id),
+        "cell": f"benchmarks/bench_batch_configs.py::test_batch_config[perfect-draw{draw}]",
+        "params": {"config": "perfect", "draw": draw},
+    }
+
+
 def ring_samples(n: int, seed: int) -> np.ndarray:
     """Points near the true GMM ring (radius 5), from an explicit generator."""
     rng = np.random.default_rng(seed)
@@ -80,21 +105,32 @@ def ring_samples(n: int, seed: int) -> np.ndarray:
 
 
 def make_run(run_dir: Path, run_id: str = "run-a") -> list[dict]:
-    """A batch_configs run (4 configs x 5 epochs, samples at the final epoch, timing rows), one row of an
-    unregistered family, one non-finite value and one failed cell, written like the pytest plugin does."""
+    """A batch_configs run (4 runs x 5 checkpoints with noise-scale rows, samples at the final checkpoint,
+    perfect-sample floors, timing rows), one row of another family, one non-finite value and one failed cell,
+    written like the pytest plugin does."""
     rows = []
     for k, config in enumerate(CONFIGS):
-        for i, epoch in enumerate(EPOCHS):
-            rows.append(_row(config, "mmd_rbf", MMD_RBF[config][i], run_id, epoch))
-            rows.append(_row(config, "wasserstein", (k + 1) * (i + 1.0), run_id, epoch))
+        w2, mmd, modes = CURVES[config]
+        for i in range(5):
+            epoch = i + 1
+            rows.append(_row(config, "wasserstein", w2[i], run_id, epoch))
+            rows.append(_row(config, "mmd_multiscale", mmd[i], run_id, epoch))
+            rows.append(_row(config, "modes_covered", float(modes[i]), run_id, epoch))
+            rows.append(_row(config, "grad_sq_norm", [1, 1, 1, 2, 2][i], run_id, epoch))
+            rows.append(_row(config, "grad_trace_cov", [10, 10, 10, 100, 300][i] * (k + 1), run_id, epoch))
+            rows.append(_row(config, "noise_scale", [10, 10, 10, 50, 150][i] * (k + 1), run_id, epoch))
             for j, metric in enumerate(OTHER_METRICS):
                 rows.append(_row(config, metric, (j + 1) / (i + 1) + 0.1 * k, run_id, epoch))
         rel = f"{ARRAYS_DIR}/batch_configs_{config}_samples.npy"
         (run_dir / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
         np.save(run_dir / rel, ring_samples(300, seed=k))
-        rows.append(_row(config, "samples", 300.0, run_id, EPOCHS[-1], artifact=rel))
-        rows.append(_row(config, "epoch_seconds", 0.5 + k, run_id))
-    rows[3]["value"] = None  # a non-finite test_loss (config 0, epoch 10)
+        rows.append(_row(config, "samples", 300.0, run_id, 5, artifact=rel))
+    for metric, values in FLOORS.items():
+        rows += [_floor_row(metric, value, draw, run_id) for draw, value in enumerate(values)]
+    for k, batch in enumerate((128, 1280)):
+        timing = _row("b128_lr1e-04", "epoch_seconds", 0.5 + k, run_id)
+        rows.append({**timing, "params": {"batch_size": batch, "steps_per_epoch": -(-10_000 // batch)}})
+    rows[6 + 3]["value"] = None  # a non-finite value (the baseline's mmd_linear at checkpoint 1)
     rows.append(
         {
             **_row("b128_lr1e-04", "fid", 12.5, run_id),
@@ -112,29 +148,105 @@ def make_run(run_dir: Path, run_id: str = "run-a") -> list[dict]:
 # --- the pure functions -----------------------------------------------------------------------------------
 
 
-def test_convergence_epoch_known_answers():
-    assert convergence_epoch([1, 2, 3], [10.0, 5.4, 5.0]) == 2  # |5.4 - 5| = 0.4 <= 0.5
-    assert convergence_epoch([1, 2, 3], [10.0, 5.6, 5.0]) == 3  # 0.6 > 0.5: only the final qualifies
-    assert convergence_epoch([3, 1, 2], [5.0, 10.0, 5.4]) == 2  # order comes from the epochs, not the list
-    assert convergence_epoch([1, 2, 3], [5.0, 9.0, 5.0]) == 1  # the first epoch within, not "stays within"
-    assert convergence_epoch([1, 2, 3], [-10.0, -5.4, -5.0]) == 2  # relative to |v_final|
-    assert convergence_epoch([1, 2, 3], [10.0, 5.4, 5.0], rel=0.01) == 3
+def test_first_reached_known_answers():
+    assert first_reached([10, 20, 30], [3.0, 1.2, 1.0], 1.0, 0.25, lower=True) == 20
+    assert first_reached([10, 20, 30], [3.0, 1.3, 1.0], 1.0, 0.25, lower=True) == 30
+    assert first_reached([30, 10, 20], [1.0, 3.0, 1.2], 1.0, 0.25, lower=True) == 20  # order from the steps
+    assert first_reached([10, 20], [0.2, 0.9], 1.0, 0.1, lower=False) == 20  # higher is better, ties count
+    assert math.isnan(first_reached([10, 20], [5.0, float("nan")], 1.0, 0.5, lower=True))
+    assert math.isnan(first_reached([], [], 1.0, 0.5, lower=True))
 
 
-def test_convergence_epoch_non_finite_and_empty():
-    assert convergence_epoch([1, 2, 3], [float("nan"), 5.2, 5.0]) == 2
-    assert convergence_epoch([1, 2], [5.0, float("nan")]) is None
-    assert convergence_epoch([], []) is None
+def test_converged_step_is_absolute_and_must_stay():
+    assert converged_step([1, 2, 3, 4], [5.0, 1.0, 2.0, 1.1], 0.2) == 4  # back out at 3: only the final stays
+    assert converged_step([1, 2, 3, 4], [5.0, 1.0, 1.2, 1.1], 0.2) == 2
+    # a final value near 0 does not make every earlier checkpoint "far" (a ratio would divide by ~0)
+    assert converged_step([1, 2, 3], [1e-4, -2e-4, 1e-5], 1e-3) == 1
+    assert converged_step([1, 2], [1.0, float("nan")], 0.5) != converged_step([1, 2], [1.0, 1.0], 0.5)
+    assert math.isnan(converged_step([], [], 0.1))
 
 
-def test_coefficient_of_variation_known_answers():
-    assert coefficient_of_variation([1.0, 3.0]) == pytest.approx(0.5)  # std 1, mean 2
-    assert coefficient_of_variation([1, 2, 3, 4, 5]) == pytest.approx(math.sqrt(2) / 3)
-    assert coefficient_of_variation([-1.0, -3.0]) == pytest.approx(0.5)  # |mean|
-    assert coefficient_of_variation([4.0, 4.0, 4.0]) == 0.0
-    assert math.isnan(coefficient_of_variation([1.0, -1.0]))  # zero mean
-    assert math.isnan(coefficient_of_variation([1.0, float("nan")]))
-    assert math.isnan(coefficient_of_variation([]))
+def test_verdict_and_tolerance():
+    assert difference_tolerance(0.1) == pytest.approx(0.2 * math.sqrt(2))
+    assert verdict(0.3, 0.4, "lower") == "matches"
+    assert verdict(0.5, 0.4, "lower") == "worse" and verdict(-0.5, 0.4, "lower") == "better"
+    assert verdict(0.5, 0.4, "higher") == "better" and verdict(0.5, 0.4, "neither") == "differs"
+    assert verdict(float("nan"), 0.4, "lower") == "n/a"
+
+
+def test_window_noise_scale_pools_before_dividing():
+    """Last 20% of 5000 steps: checkpoints 4000 and 5000, mean tr(Sigma) 200 / mean |G|^2 2 = 100 (the mean of the
+    per-checkpoint ratios, (50 + 150) / 2, is the same here only by chance; 300/2 and 100/2 would differ)."""
+    rows = [_row("b128_lr1e-04", "grad_sq_norm", g, epoch=e) for e, g in enumerate([1, 1, 1, 1, 3], 1)]
+    rows += [_row("b128_lr1e-04", "grad_trace_cov", t, epoch=e) for e, t in enumerate([10, 10, 10, 100, 500], 1)]
+    assert window_noise_scale(rows_to_frame(rows)) == pytest.approx(600 / 4)
+
+
+# --- the batch_configs tables -----------------------------------------------------------------------------
+
+
+def test_run_table_steps_to_target_and_verdicts(tmp_path):
+    rows = make_run(tmp_path)
+    df = rows_to_frame(r for r in rows if r["family"] == "batch_configs")
+    table = run_table(df).set_index("config")
+    assert sorted(table.index) == sorted(CONFIGS)
+    for config, expected in EXPECTED_TARGET_W2.items():
+        value = table.loc[config, "steps_to_target_w2"]
+        assert math.isnan(value) if expected is None else value == expected, (config, value)
+        value = table.loc[config, "steps_to_target_mmd"]
+        assert math.isnan(value) if EXPECTED_TARGET_MMD[config] is None else value == EXPECTED_TARGET_MMD[config]
+    assert table.loc["b1280_sqrt_eqsteps", "wasserstein"] == 0.7 and table.loc["b1280_sqrt", "steps"] == 500
+    # W2 of the equal-steps run stays within 0.4 of its final 0.7 from 2000 (1.2 is 0.5 off); the baseline's from 3000
+    assert table.loc["b1280_sqrt_eqsteps", "converged_step_wasserstein"] == 2000
+    assert table.loc["b128_lr1e-04", "converged_step_wasserstein"] == 3000
+    # stability: sd of the last three W2 values (1.3, 1.1, 1.0) over one evaluation's sd (0.1414)
+    assert table.loc["b128_lr1e-04", "stability_wasserstein"] == pytest.approx(
+        np.std([1.3, 1.1, 1.0], ddof=1) / 0.02**0.5
+    )
+    assert table.loc["b128_lr1e-04", "noise_scale_end"] == pytest.approx((100 + 300) / 2 / 2)
+
+    tolerances = target_tolerances(df)
+    assert tolerances == pytest.approx({"wasserstein": W2_TOL, "mmd_multiscale": MMD_TOL})
+    matches = match_table(table.reset_index(), tolerances).set_index("lr_rule")
+    # equal epochs: W2 2.0 vs 1.0 and MMD 0.05 vs 0.01, both beyond tolerance: worse; equal steps: W2 0.7 (-0.3)
+    # within it, MMD 0.005 (-0.005) beyond it: better
+    assert matches.loc["sqrt", "equal_epochs"] == "wasserstein worse, mmd_multiscale worse"
+    assert matches.loc["sqrt", "equal_steps"] == "mmd_multiscale better"
+    assert matches.loc["sqrt", "equal_steps_delta_w2"] == pytest.approx(-0.3)
+    # a looser MMD tolerance: all within, all modes: matches
+    loose = match_table(table.reset_index(), {"wasserstein": W2_TOL, "mmd_multiscale": 0.01})
+    assert loose.set_index("lr_rule").loc["sqrt", "equal_steps"] == "matches"
+
+
+def test_critical_batch_recovers_a_known_trade_off():
+    """Best rule per batch size on S = 300 (1 + 1152 / B): the fit returns B_crit 1152 and S_min 300."""
+    curve = {128: 3000.0, 256: 1650.0, 512: 975.0, 1280: 570.0}
+    lines = [{"config": "b128_lr1e-04", "batch_size": 128, "budget": "epochs", "steps_to_target_w2": 3000.0}]
+    lines[0]["noise_scale_end"] = 640.0
+    for batch in (256, 512, 1280):
+        for rule, factor in (("sqrt", 1.0), ("none", 1.7)):
+            lines.append(
+                {
+                    "config": f"b{batch}_{rule}_eqsteps",
+                    "batch_size": batch,
+                    "budget": "steps",
+                    "noise_scale_end": 1.0,
+                    "steps_to_target_w2": curve[batch] * factor,
+                }
+            )
+        # equal-epoch runs never enter the fit
+        lines.append({"config": f"b{batch}_sqrt", "batch_size": batch, "budget": "epochs", "steps_to_target_w2": 1.0})
+    result = critical_batch(pd.DataFrame(lines))
+    assert result["measured_b_crit"] == pytest.approx(1152)
+    assert result["s_min"] == pytest.approx(300)
+    assert result["predicted_b_simple"] == 640.0 and result["batch_sizes"] == 4
+    # steps that halve with every doubling: perfect scaling, exponent 1, no finite B_crit (S_min = 0)
+    perfect = pd.DataFrame(lines).assign(
+        steps_to_target_w2=lambda t: np.where(t["budget"] == "epochs", 1.0, 128 * 3000.0 / t["batch_size"])
+    )
+    perfect.loc[perfect["config"] == "b128_lr1e-04", "steps_to_target_w2"] = 3000.0
+    result = critical_batch(perfect)
+    assert result["scaling_exponent"] == pytest.approx(1.0) and math.isnan(result["measured_b_crit"])
 
 
 def test_rows_to_frame_takes_the_extractor_from_the_context():
@@ -152,36 +264,6 @@ def test_rows_to_frame_takes_the_extractor_from_the_context():
     assert "extractor" in rows_to_frame([]).columns
 
 
-# --- the batch_configs table ------------------------------------------------------------------------------
-
-
-def test_batch_config_table_matches_hand_computed_values(tmp_path):
-    rows = make_run(tmp_path)
-    df = rows_to_frame(r for r in rows if r["family"] == "batch_configs")
-    table = batch_config_table(df).set_index("config")
-    assert sorted(table.index) == sorted(CONFIGS)
-    for config, (batch_size, _, lr_rule, effective_lr) in CONFIGS.items():
-        line = table.loc[config]
-        assert line["batch_size"] == batch_size and line["lr_rule"] == lr_rule
-        assert line["effective_lr"] == pytest.approx(effective_lr)
-        assert line["final_epoch"] == 50
-        assert line["converged_epoch_mmd_rbf"] == EXPECTED_CONVERGED_MMD[config]
-        assert line["converged_epoch_wasserstein"] == 50
-        assert line["cv_last5_wasserstein"] == pytest.approx(WASSERSTEIN_CV)
-        assert line["mmd_rbf"] == MMD_RBF[config][-1]
-    assert table.loc["b1280_linear", "cv_last5_mmd_rbf"] == 0.0
-    assert table.loc["b1280_sqrt", "wasserstein"] == 3 * 5.0  # k = 2 -> (k + 1) * 5
-    assert table["epoch_seconds"].tolist() == pytest.approx([0.5, 1.5, 2.5, 3.5])  # ordered by batch size
-
-
-def test_batch_config_table_uses_only_the_last_five_checkpoints():
-    rows = [
-        _row("b128_lr1e-04", "mmd_rbf", v, epoch=e) for e, v in zip(range(1, 8), [100, 100, 1, 2, 3, 4, 5], strict=True)
-    ]
-    table = batch_config_table(rows_to_frame(rows))
-    assert table.loc[0, "cv_last5_mmd_rbf"] == pytest.approx(math.sqrt(2) / 3)
-
-
 # --- the whole report -------------------------------------------------------------------------------------
 
 
@@ -189,9 +271,23 @@ def test_build_report_writes_every_file(tmp_path):
     rows = make_run(tmp_path)
     report = build_report(tmp_path)
     assert report == tmp_path / "report.md"
-    for name in ("summary.csv", "index.html", "tables/batch_configs_summary.csv", "tables/cfg.csv"):
+    for name in (
+        "summary.csv",
+        "index.html",
+        "tables/batch_configs_summary.csv",
+        "tables/batch_configs_floors.csv",
+        "tables/batch_configs_matches.csv",
+        "tables/batch_configs_timing.csv",
+        "tables/cfg.csv",
+    ):
         assert (tmp_path / name).is_file(), name
-    for name in ("batch_configs_learning_curves", "batch_configs_samples"):
+    for name in (
+        "batch_configs_learning_curves_epochs",
+        "batch_configs_learning_curves_steps",
+        "batch_configs_steps_to_target",
+        "batch_configs_noise_scale",
+        "batch_configs_samples",
+    ):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (tmp_path / "figures" / f"{name}.csv").is_file()
 
@@ -200,8 +296,9 @@ def test_build_report_writes_every_file(tmp_path):
     assert {"param.config", "param.epoch", "param.size_factor", "metric", "value"} <= set(summary.columns)
     assert pd.read_csv(tmp_path / "tables/batch_configs_summary.csv")["config"].nunique() == 4
 
-    curves = pd.read_csv(tmp_path / "figures/batch_configs_learning_curves.csv")
-    assert len(curves) == 4 * 5 and {"mmd_rbf", "wasserstein", "modes_covered"} <= set(curves.columns)
+    curves = pd.read_csv(tmp_path / "figures/batch_configs_learning_curves_steps.csv")
+    assert len(curves) == 2 * 5 and {"mmd_multiscale", "wasserstein", "modes_covered"} <= set(curves.columns)
+    assert set(curves["config"]) == {"b128_lr1e-04", "b1280_sqrt_eqsteps"}
     scatter = pd.read_csv(tmp_path / "figures/batch_configs_samples.csv")
     assert (scatter["source"] == "true_gmm").sum() == 2000 and (scatter["source"] == "b1280_sqrt").sum() == 300
 
@@ -215,7 +312,7 @@ def test_report_pages_state_run_and_failures(tmp_path):
         assert "FAILED CELLS (1)" in text and "test_cfg[s0.1-w7]" in text and "NaN loss" in text
         assert "Non-finite values (1)" in text
         assert "batch_configs" in text and "cfg" in text and "All metrics" in text
-    assert '<img src="figures/batch_configs_learning_curves.png"' in page
+    assert '<img src="figures/batch_configs_learning_curves_epochs.png"' in page
     assert "](figures/batch_configs_samples.png)" in md
     assert md.index("FAILED CELLS") < md.index("## batch_configs")  # failures come before the results
 
@@ -245,15 +342,15 @@ def test_family_sections_come_from_discovery_and_empty_run(tmp_path):
 
 
 def test_verdict_rule():
-    assert verdict(1.0, 1.05, "lower", 0.1) == "ok"
-    assert verdict(1.0, 1.2, "lower", 0.1) == "regression"
-    assert verdict(1.0, 0.8, "lower", 0.1) == "improved"
-    assert verdict(8.0, 6.0, "higher", 0.1) == "regression"
-    assert verdict(1.0, 1.2, "two-sided", 0.1) == "changed" == verdict(1.0, 0.8, "two-sided", 0.1)
+    assert gate_verdict(1.0, 1.05, "lower", 0.1) == "ok"
+    assert gate_verdict(1.0, 1.2, "lower", 0.1) == "regression"
+    assert gate_verdict(1.0, 0.8, "lower", 0.1) == "improved"
+    assert gate_verdict(8.0, 6.0, "higher", 0.1) == "regression"
+    assert gate_verdict(1.0, 1.2, "two-sided", 0.1) == "changed" == gate_verdict(1.0, 0.8, "two-sided", 0.1)
     # near zero the absolute floor (1e-3) sets the allowed change: 0.1 * 1e-3 = 1e-4
-    assert verdict(0.0, 5e-5, "lower", 0.1) == "ok"
-    assert verdict(0.0, 2e-4, "lower", 0.1) == "regression"
-    assert verdict(1.0, float("nan"), "lower", 0.1) == "regression"
+    assert gate_verdict(0.0, 5e-5, "lower", 0.1) == "ok"
+    assert gate_verdict(0.0, 2e-4, "lower", 0.1) == "regression"
+    assert gate_verdict(1.0, float("nan"), "lower", 0.1) == "regression"
 
 
 def test_metric_directions_and_classes_come_from_the_registry():

@@ -94,6 +94,7 @@ def test_effective_lr_applies_the_rule():
         ({"ema_decay": 0.0}, "0.0"),
         ({"lr_rule": "cubic"}, "'cubic'"),
         ({"optimizer": "sgd"}, "'sgd'"),
+        ({"save_at": (0, 2)}, "(0, 2)"),
     ],
     ids=lambda v: str(v),
 )
@@ -123,6 +124,13 @@ def test_checkpoint_epochs(epochs, every):
     got = TrainConfig(epochs=epochs, checkpoint_every=every).checkpoint_epochs
     assert got[-1] == epochs
     assert got == sorted({e for e in range(1, epochs + 1) if e % every == 0} | {epochs})
+
+
+@given(epochs=st.integers(1, 300), extra=st.sets(st.integers(1, 300), max_size=5))
+def test_checkpoint_epochs_add_save_at(epochs, extra):
+    save_at = tuple(sorted(e for e in extra if e <= epochs))
+    got = TrainConfig(epochs=epochs, checkpoint_every=epochs, save_at=save_at).checkpoint_epochs
+    assert got == sorted({*save_at, epochs})
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -40,6 +40,7 @@ from diffbench.experiments import (
     num_classes_of,
     paired_fid_delta,
     prediction_of,
+    record_gmm_metrics,
     training_cost,
 )
 from diffbench.families import Family, Measurements, Option, OptionValues
@@ -344,7 +345,8 @@ def sampler_quality(
         out.array("samples", samples[:grid_images])
     else:
         out.params.update(n=len(samples))
-        out.update(gmm_sample_metrics(samples, cached_dataset(teacher.data, "test")))
+        test = cached_dataset(teacher.data, "test")
+        record_gmm_metrics(out, gmm_sample_metrics(samples, test), test)
         out.array("samples", samples)
     out.add("teacher_deviation", teacher_deviation(samples, reference))
     out.add("network_evaluations", len(spec.grid))

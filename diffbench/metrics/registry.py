@@ -70,6 +70,7 @@ DECLARING_MODULES = (
     "diffbench.metrics.trajectory",
     "diffbench.metrics.fid",
     "diffbench.metrics.conditional",
+    "diffbench.metrics.noise_scale",
     "diffbench.metrics.manifold",
     "diffbench.metrics.embedding",
     "diffbench.attention",

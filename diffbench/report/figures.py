@@ -105,19 +105,25 @@ def scatter_over_reference(
     centers: np.ndarray | None = None,
     titles: Mapping[str, str] | None = None,
     lim: float | None = None,
+    ncols: int | None = None,
 ) -> Figure:
-    """Side-by-side panels, one per label: that label's 2-D samples ``[n, 2]`` in colour over ``reference``
-    points ``[m, 2]`` (the true distribution) in grey, with optional ``centers`` ``[k, 2]`` marked; every
-    panel has the same limits ``[-lim, lim]`` (default: the largest |coordinate| of the reference, +10%)."""
+    """Panels, one per label (``ncols`` per row, default all in one row): that label's 2-D samples ``[n, 2]``
+    in colour over ``reference`` points ``[m, 2]`` (the true distribution) in grey, with optional ``centers``
+    ``[k, 2]`` marked; every panel has the same limits ``[-lim, lim]`` (default: the largest |coordinate| of
+    the reference, +10%)."""
     titles = titles or {}
     labels = list(samples)
     colors = label_colors(labels)
     if lim is None:
         lim = 1.1 * float(np.abs(reference).max())
     n = max(1, len(labels))
-    fig = Figure(figsize=(3.6 * n, 3.9), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False)
-    for ax, label in zip(axes[0], labels, strict=False):
+    cols = min(n, ncols or n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.6 * cols, 3.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    for ax, label in zip(axes.flat, labels, strict=False):
         points = np.asarray(samples[label])
         ax.scatter(reference[:, 0], reference[:, 1], s=2, color="0.75", label="true data", rasterized=True)
         ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6, color=colors[label], label="samples", rasterized=True)
