@@ -225,7 +225,13 @@ def epoch_timer(batch_size: int, profile: Profile, device: torch.device) -> tupl
     epochs (same data, fewer optimiser steps at larger batches; the lr does not change the time), without noise
     probes; seconds per epoch = time of ``run`` / ``epochs``."""
     spec = run_spec(BASELINE, profile)
-    config = replace(spec.train, epochs=profile.batch_configs.timing_epochs, batch_size=batch_size, noise_scale_every=0)
+    config = replace(
+        spec.train,
+        epochs=profile.batch_configs.timing_epochs,
+        batch_size=batch_size,
+        save_at=(),
+        noise_scale_every=0,
+    )
     data = cached_dataset(spec.data, "train")
     schedule = spec.schedule.build()
 
