@@ -29,6 +29,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("student", students)
     elif "size" in metafunc.fixturenames:
         metafunc.parametrize("size", family.latency_sizes(profile, options), ids=lambda s: f"s{s:g}")
+    elif "method" in metafunc.fixturenames:
+        metafunc.parametrize("method", family.EMBEDDING_METHODS)
 
 
 def test_noise_prediction(model_id, profile, data_root, device, artifacts, record):
@@ -56,10 +58,29 @@ def test_trajectories(student, profile, data_root, device, artifacts, record):
 
 
 def test_sample_quality(model_id, profile, data_root, device, artifacts, record):
-    """Domain FID (bootstrap CI) and KID of class-balanced DDIM samples against the held-out split."""
+    """Domain FID (bootstrap CI), KID and improved precision/recall of class-balanced DDIM samples against the
+    held-out split."""
     result = family.sample_quality(model_id, profile, device, artifacts, data_root)
     record.result(result)
     assert math.isfinite(result["fid"]) and result["fid"] >= 0 and result["kid_std"] >= 0
+    assert all(0 <= v <= 1 for v in result.series("precision") + result.series("recall"))
+
+
+def test_attention(model_id, profile, data_root, device, artifacts, record):
+    """Attention entropy per layer and timestep on the teacher's x_t, JS divergence from the teacher's maps."""
+    result, skipped = family.attention(model_id, profile, device, artifacts, data_root)
+    record.result(result)
+    assert all(math.isfinite(v) and v >= 0 for v in result.series("attention_entropy"))
+    assert all(0 <= v <= math.log(2) for v in result.series("attention_js_to_teacher")), skipped
+    if model_id == family.TEACHER:
+        assert not result.series("attention_js_to_teacher") and not skipped
+
+
+def test_determinism(model_id, profile, data_root, device, artifacts, record):
+    """verify_determinism of every trained model: same seed twice (must be bitwise equal), another batch layout."""
+    result, report = family.determinism(model_id, profile, device, artifacts, data_root)
+    record.result(result)
+    assert report.deterministic, f"same-seed samples differ by up to {report.same_seed_max_abs:.3g}"
 
 
 @pytest.mark.timing
@@ -70,3 +91,15 @@ def test_sampling_latency(size, profile, data_root, device, benchmark, record):
     seconds = benchmark.stats.stats.mean / batch
     record("sampling_seconds_per_image", seconds, **params)
     assert seconds > 0
+
+
+def test_embeddings(method, options, profile, data_root, device, artifacts, record):
+    """Every model's trajectory points, and its final samples with real data in domain features, embedded together
+    (PCA, t-SNE, UMAP), with each embedding's trustworthiness."""
+    reason = family.embedding_unavailable(method)
+    if reason is not None:
+        pytest.skip(reason)
+    result = family.embeddings(method, profile, options, device, artifacts, data_root)
+    record.result(result)
+    assert len(result.series("trustworthiness")) == len(family.EMBEDDING_VIEWS)
+    assert all(0 <= v <= 1 for v in result.series("trustworthiness"))

@@ -54,6 +54,16 @@ class SizeFactorsScale:
     trajectory_samples: int  # trajectories per cell, all from the same initial noise
     eval_samples: int  # samples for quality metrics and grids
     noise_timesteps: int  # grid points of the eps-error-vs-timestep analysis
+    # The analyses of issue 15, subsampled so that they cost seconds at smoke scale:
+    analysis_steps: tuple[int, ...]  # DDIM step indices (0: t = T-1) of the attention maps and x0 strips
+    attention_samples: int  # the first samples of the teacher's trajectories whose x_t every model attends over
+    attention_queries: tuple[tuple[float, float], ...]  # query positions (row, column) as fractions of the map
+    strip_samples: int  # samples whose x0 estimates are kept as image strips
+    embedding_samples: int  # trajectories per model in the joint t-SNE/UMAP (the first ones)
+    embedding_steps: int  # states per trajectory embedded (evenly spaced from x_T to the sample)
+    latent_samples: int  # final samples per model (and real images) in the domain-feature embedding
+    determinism_samples: int  # samples per verify_determinism run
+    determinism_steps: int  # DDIM steps per verify_determinism run
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,15 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=16,
             eval_samples=300,
             noise_timesteps=10,
+            analysis_steps=(0, 25, 45),
+            attention_samples=2,
+            attention_queries=((0.5, 0.5), (0.25, 0.75)),
+            strip_samples=2,
+            embedding_samples=16,
+            embedding_steps=4,
+            latent_samples=60,
+            determinism_samples=4,
+            determinism_steps=10,
         ),
         guidance=GuidanceScale(
             cfg_scales=(1.0, 3.0, 5.0, 7.0),
@@ -263,6 +282,15 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=5000,
             noise_timesteps=20,
+            analysis_steps=(0, 12, 25, 37, 49),
+            attention_samples=4,
+            attention_queries=((0.5, 0.5), (0.25, 0.25), (0.75, 0.75)),
+            strip_samples=4,
+            embedding_samples=20,
+            embedding_steps=6,
+            latent_samples=200,
+            determinism_samples=16,
+            determinism_steps=50,
         ),
         guidance=GuidanceScale(
             cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
@@ -339,6 +367,15 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=10000,
             noise_timesteps=20,
+            analysis_steps=(0, 12, 25, 37, 49),
+            attention_samples=4,
+            attention_queries=((0.5, 0.5), (0.25, 0.25), (0.75, 0.75)),
+            strip_samples=4,
+            embedding_samples=20,
+            embedding_steps=6,
+            latent_samples=200,
+            determinism_samples=16,
+            determinism_steps=50,
         ),
         guidance=GuidanceScale(
             cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0),

@@ -779,3 +779,64 @@ def log_grid_heatmaps(
         ax.set_visible(False)
     _shared_legend(fig, list(axes.flat)[:1], max_cols=max(1, len(paths)))
     return fig
+
+
+# --- size_factors: attention-map grids, joint embeddings -------------------------------------------------------
+
+
+def map_grid(
+    maps: Mapping[str, Sequence[np.ndarray]],
+    columns: Sequence[str],
+    mark: tuple[float, float] | None = None,
+) -> Figure:
+    """A grid of 2-D maps: one row per label (``maps[label][j]`` ``[H, W]`` in column ``j``), column titles
+    ``columns``; each panel has its own colour scale (attention rows are distributions whose peaks differ by orders
+    of magnitude across layers and times). ``mark = (row, column)`` as fractions of the map draws a red ``x`` on the
+    cell holding that position in every panel (the query a map belongs to), at each map's own resolution."""
+    labels = list(maps)
+    ncols = max(1, len(columns))
+    fig = Figure(figsize=(1.6 * ncols + 1.4, 1.5 * max(1, len(labels)) + 0.4), layout="constrained")
+    axes = fig.subplots(max(1, len(labels)), ncols, squeeze=False)
+    for i, label in enumerate(labels):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(maps[label]) and maps[label][j] is not None:
+                image = np.asarray(maps[label][j], dtype=float)
+                ax.imshow(image, cmap="viridis", interpolation="nearest")
+                if mark is not None:
+                    h, w = image.shape
+                    ax.plot(math.floor(mark[1] * w), math.floor(mark[0] * h), "rx", markersize=6, mew=1.5)
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    return fig
+
+
+def embedding_panels(
+    points: pd.DataFrame,
+    colour_by: Sequence[str],
+    colors: Mapping[str, Mapping[object, object]] | None = None,
+) -> Figure:
+    """Scatter panels of one 2-D embedding (columns ``x``, ``y``), the same points in every panel, coloured by
+    one column each. A column with ``colors[column]`` (value -> colour) is categorical, with a legend in that
+    order; one without is numeric (``viridis`` with a colour bar, e.g. the sampling step)."""
+    colors = colors or {}
+    fig = Figure(figsize=(4.6 * len(colour_by) + 1.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(colour_by), squeeze=False)[0]
+    for ax, column in zip(axes, colour_by, strict=True):
+        if column in colors:
+            for value, colour in colors[column].items():
+                chosen = points[points[column] == value]
+                if len(chosen):
+                    ax.scatter(chosen["x"], chosen["y"], s=7, alpha=0.7, color=colour, label=str(value))
+            ax.legend(fontsize=6, markerscale=1.5, loc="best", ncols=1 + len(colors[column]) // 12, frameon=False)
+        else:
+            drawn = ax.scatter(points["x"], points["y"], s=7, alpha=0.7, c=points[column], cmap="viridis")
+            fig.colorbar(drawn, ax=ax, shrink=0.85, label=column)
+        ax.set_title(f"coloured by {column}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig

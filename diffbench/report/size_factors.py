@@ -50,7 +50,7 @@ MODE_ORDER = (TEACHER, "data", "distill")  # other modes follow by name
 MODE_LINESTYLES = {"data": "-", "distill": "--"}
 MODE_MARKERS = {"data": "o", "distill": "s"}
 MODEL_COLUMNS = ["model", "mode", "size_factor", "band"]
-SERIES_PARAMS = ("t", "step", "k")  # a row with one of these is a point of a curve, not a scalar
+SERIES_PARAMS = ("t", "step", "k", "layer")  # a row with one of these is a point of a curve, not a scalar
 STEPWISE_METRICS = ("stepwise_cosine", "stepwise_distance", "stepwise_wasserstein")
 RADAR_PREFIX = "radar_"
 TRAJECTORY_MSE = "trajectory_mse"
@@ -74,6 +74,14 @@ VERDICT = "verdict"
 PCA_SAMPLES = 3
 SAMPLE_IMAGES = 8
 EXPLAINED_TARGET = 0.9  # drawn on the cumulative curve: components needed for 90% of the variance
+ENTROPY, JS = "attention_entropy", "attention_js_to_teacher"
+X0_METRIC = "x0_mse_to_teacher"
+DETERMINISM_METRICS = ("determinism_same_seed_max_abs", "determinism_batch_layout_max_abs")
+PR_METRICS = ("precision", "recall")
+TRUST = "trustworthiness"
+EMBEDDING = "embedding"
+METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+REAL = "real"  # the latent embedding's real images (source index -1)
 
 
 # --- rows -> per-model frames (pure) ----------------------------------------------------------------------
@@ -154,12 +162,16 @@ def series_frame(rows: pd.DataFrame, metrics: Sequence[str], x: str) -> pd.DataF
 
 def vs_size_metrics(table: pd.DataFrame) -> list[str]:
     """The scalar metrics to plot against size: every declared quality metric a student recorded, except the
-    radar forms (drawn as radars), in declaration order (trajectory comparisons, FID/KID, eps error)."""
+    radar forms (drawn as radars) and the determinism checks (a table of their own), in declaration order
+    (trajectory comparisons, FID/KID, eps error, precision/recall)."""
     student_values = students(table)
     recorded = {
         c
         for c in table.columns
-        if c not in MODEL_COLUMNS and not c.startswith(RADAR_PREFIX) and student_values[c].notna().any()
+        if c not in MODEL_COLUMNS
+        and not c.startswith(RADAR_PREFIX)
+        and c not in DETERMINISM_METRICS
+        and student_values[c].notna().any()
     }
     declared = registry.load_declarations()
     return [name for name, m in declared.items() if name in recorded and m.kind == registry.QUALITY]
@@ -356,6 +368,146 @@ def distillation_note(table: pd.DataFrame) -> str:
     return " ".join(sentences)
 
 
+# --- the analyses of issue 15: attention, denoising, embeddings, precision/recall, determinism (pure) -----------
+
+
+def layer_series(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Long frame ``model, mode, size_factor, layer, t, value`` of ``metric``'s rows (one per layer and timestep;
+    repeated seeds averaged), in model order."""
+    points = rows[(rows["metric"] == metric) & _param(rows, "layer").notna() & _param(rows, "t").notna()]
+    columns = ["model", "mode", "size_factor", "layer", "t", "value"]
+    if points.empty:
+        return pd.DataFrame(columns=columns)
+    points = points.assign(layer=_param(points, "layer").astype(str), t=_param(points, "t").astype(float))
+    keys = ["model", "mode", "size_factor", "layer", "t"]
+    return points.groupby(keys, as_index=False, sort=False)["value"].mean()[columns]
+
+
+def attention_skips(entropy: pd.DataFrame, js: pd.DataFrame) -> list[str]:
+    """``model: layer, ...`` for every student whose layers have no JS divergence from the teacher (a layer the
+    teacher lacks or has at another resolution, e.g. a tiny student's middle attention over 16x16 positions
+    against the teacher's 8x8), and teacher layers a student lacks; frames as from :func:`layer_series`."""
+    teacher_layers = set(entropy.loc[entropy["mode"] == TEACHER, "layer"])
+    lines = []
+    for model, own in entropy[entropy["mode"] != TEACHER].groupby("model", sort=False):
+        compared = set(js.loc[js["model"] == model, "layer"])
+        unmatched = sorted(set(own["layer"]) - compared)
+        missing = sorted(teacher_layers - set(own["layer"]))
+        parts = [f"{', '.join(unmatched)} (no same-shaped teacher layer)"] if unmatched else []
+        parts += [f"lacks {', '.join(missing)}"] if missing else []
+        if parts:
+            lines.append(f"{model}: {'; '.join(parts)}")
+    return lines
+
+
+def attention_note(js: pd.DataFrame) -> str:
+    """Where students' attention departs most from the teacher's: at the highest and lowest recorded noise (largest
+    ``t`` and smallest), the student with the largest layer-mean JS divergence and its value, and for how many
+    students the JS peaks at the highest noise. ``js`` as from :func:`layer_series`."""
+    if js.empty:
+        return f"No {JS} rows: attention divergence cannot be summarised."
+    mean = js.groupby(["model", "size_factor", "t"], as_index=False, sort=False)["value"].mean()
+    high, low = mean["t"].max(), mean["t"].min()
+    sentences = []
+    for t, name in ((high, "highest noise"), (low, "lowest noise")):
+        at = mean[mean["t"] == t].sort_values("value", ascending=False, kind="stable")
+        top = at.iloc[0]
+        sentences.append(
+            f"At t = {t:g} ({name}) the largest layer-mean JS divergence from the teacher is {top['model']}'s "
+            f"({top['value']:.3g} nats; smallest {at.iloc[-1]['model']}'s, {at.iloc[-1]['value']:.3g})."
+        )
+    peaks = mean.loc[mean.groupby("model", sort=False)["value"].idxmax()]
+    at_high = int((peaks["t"] == high).sum())
+    sentences.append(f"JS peaks at the highest noise for {at_high} of {len(peaks)} student(s).")
+    smallest = mean[mean["size_factor"] == mean["size_factor"].min()]
+    if high != low and len(smallest):
+        by_t = smallest.groupby("t")["value"].mean()
+        sentences.append(
+            f"Smallest size {smallest['size_factor'].iloc[0]:g}: mean JS {by_t[high]:.3g} at t = {high:g} vs "
+            f"{by_t[low]:.3g} at t = {low:g}."
+        )
+    return " ".join(sentences)
+
+
+def precision_recall_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``model, mode, size_factor, band, precision, recall`` of the models that recorded them (model order)."""
+    if not set(PR_METRICS) <= set(table.columns):
+        return pd.DataFrame(columns=[*MODEL_COLUMNS, *PR_METRICS])
+    return table[[*MODEL_COLUMNS, *PR_METRICS]].dropna(subset=list(PR_METRICS), how="all").reset_index(drop=True)
+
+
+def precision_recall_note(pr: pd.DataFrame) -> str:
+    """ "Do smaller students lose fidelity or diversity?", answered with numbers: per training mode, the smallest
+    student's precision (fidelity) and recall (diversity, coverage) against the teacher's at equal n."""
+    teacher = pr[pr["mode"] == TEACHER]
+    if pr.empty or teacher.empty:
+        return "No precision/recall rows for the teacher: fidelity and diversity cannot be compared with it."
+    p0, r0 = teacher["precision"].iloc[0], teacher["recall"].iloc[0]
+    sentences = [f"Teacher: precision {p0:.3g}, recall {r0:.3g}."]
+    for mode, lines in students(pr).groupby("mode", sort=False):
+        small = lines.sort_values("size_factor", kind="stable").iloc[0]
+        dp, dr = small["precision"] - p0, small["recall"] - r0
+        lost = [name for name, d in (("fidelity (precision)", dp), ("diversity (recall)", dr)) if d < 0]
+        verdict = f"loses {' and '.join(lost)}" if lost else "loses neither"
+        sentences.append(
+            f"Smallest {mode} student {small['model']}: precision {small['precision']:.3g} ({dp:+.3g}), recall "
+            f"{small['recall']:.3g} ({dr:+.3g}): {verdict}."
+        )
+    return " ".join(sentences)
+
+
+def determinism_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``model, mode, size_factor, band`` and both determinism deviations of the models that recorded them."""
+    recorded = [m for m in DETERMINISM_METRICS if m in table]
+    if not recorded:
+        return pd.DataFrame(columns=[*MODEL_COLUMNS, *DETERMINISM_METRICS])
+    return table[[*MODEL_COLUMNS, *recorded]].dropna(subset=recorded, how="all").reset_index(drop=True)
+
+
+def determinism_note(frame: pd.DataFrame) -> str:
+    """Which models sampled bitwise-identically twice from one seed, which did not (with the deviation)."""
+    if frame.empty or DETERMINISM_METRICS[0] not in frame:
+        return "No determinism rows: verify-determinism was not recorded."
+    same = frame[DETERMINISM_METRICS[0]]
+    failed = frame[same != 0]
+    text = f"{int((same == 0).sum())} of {len(frame)} model(s) sample bitwise-identically twice from one seed"
+    if len(failed):
+        pairs = zip(failed["model"], failed[same.name], strict=True)
+        text += "; not: " + ", ".join(f"{m} (max |dx| {v:.3g})" for m, v in pairs)
+    if DETERMINISM_METRICS[1] in frame:
+        text += (
+            f". Largest batch-layout deviation (kernel rounding, not judged): {frame[DETERMINISM_METRICS[1]].max():.3g}"
+        )
+    return text + "."
+
+
+def trust_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Trustworthiness per embedding: ``view, method, n, trustworthiness`` (latest run's value per pair)."""
+    rows = df[df["metric"] == TRUST]
+    columns = ["view", "method", "n", TRUST]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(
+        {"view": _param(rows, "view"), "method": _param(rows, "method"), "n": _param(rows, "n"), TRUST: rows["value"]}
+    )
+    return frame.groupby(["view", "method"], as_index=False, sort=True).last()[columns]
+
+
+def embedding_points(array: np.ndarray, columns: str, models: Sequence[str], steps: int | None = None) -> pd.DataFrame:
+    """The points of an ``embedding`` array ``[n, 2 + labels]`` as a frame with the array's ``columns`` (``x,y,
+    model,step,sample`` or ``x,y,model,class``), ``model`` turned into the name (``models[i]``, ``real`` for -1)."""
+    names = columns.split(",")
+    if array.ndim != 2 or array.shape[1] != len(names):
+        raise ValueError(f"embedding array of shape {array.shape} does not match its columns {columns!r}")
+    frame = pd.DataFrame(array, columns=names)
+    index = frame["model"].round().astype(int)
+    frame["model"] = [REAL if i < 0 else models[i] for i in index]
+    for column in ("step", "sample", "class"):
+        if column in frame:
+            frame[column] = frame[column].round().astype(int)
+    return frame
+
+
 # --- sections (load arrays, save figures) -----------------------------------------------------------------
 
 
@@ -399,6 +551,11 @@ def _run_sections(df: pd.DataFrame, out: _Out, suffix: str) -> list[Section]:
         ("Dimensionality", _dimensionality_items(rows, table, styles, out)),
         ("Efficiency", _efficiency_items(df, rows, table, out)),
         ("Paired comparisons with the teacher", _paired_items(rows, out)),
+        ("Attention", _attention_items(rows, table, styles, out)),
+        ("Denoising along the path", _denoising_items(rows, table, styles, out)),
+        ("Trajectories embedded together: t-SNE and UMAP", _embedding_items(df, "trajectories", styles, out)),
+        ("Latent space: samples and real data, precision and recall", _latent_items(df, table, styles, out)),
+        ("Determinism", _determinism_items(table)),
     ]
     return [Section(title + suffix, items) for title, items in parts]
 
@@ -613,3 +770,187 @@ def _paired_items(rows: pd.DataFrame, out: _Out) -> list[Note | Table]:
         f"0. {FID_CAPTION} {DELTA_CAPTION}"
     )
     return [Table(caption, paired, name=f"size_factors_paired{out.tag}"), Note(paired_note(paired))]
+
+
+def _split(text: object, sep: str = ",") -> list[str]:
+    return [part for part in str(text).split(sep) if part] if isinstance(text, str) else []
+
+
+def _attention_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    entropy, js = layer_series(rows, ENTROPY), layer_series(rows, JS)
+    arrays, missing = _load_arrays(rows, "attention_maps", table, out.run_dir)
+    if entropy.empty and js.empty and not arrays:
+        return [Note("No attention rows: attention maps, entropy and divergence skipped.")]
+    items: list[Note | FigureRef] = []
+    if missing:
+        items.append(Note("Attention arrays skipped (unreadable): " + "; ".join(missing)))
+    arrays = {m: a for m, a in arrays.items() if a.ndim == 5}
+    if arrays:
+        found = rows[(rows["metric"] == "attention_maps") & rows["artifact"].notna()].iloc[-1]
+        layer = found.get(PARAM_PREFIX + "layer", "")
+        times = _split(found.get(PARAM_PREFIX + "timesteps"))
+        queries = [tuple(float(v) for v in q.split(",")) for q in _split(found.get(PARAM_PREFIX + "queries"), ";")]
+        n_times = max(a.shape[0] for a in arrays.values())
+        columns = [f"t = {t}" for t in times] if len(times) == n_times else [f"#{j}" for j in range(n_times)]
+        for q in range(min(a.shape[2] for a in arrays.values())):
+            position = queries[q] if q < len(queries) else None
+            grid = {m: [a[j, 0, q] for j in range(a.shape[0])] for m, a in arrays.items()}
+            data = pd.concat([_map_records(m, a[:, :, q], times) for m, a in arrays.items()], ignore_index=True)
+            where = f"query at {position[0]:g}, {position[1]:g} of the map (red x)" if position else f"query {q}"
+            caption = (
+                f"Attention of layer {layer} ({where}), heads averaged, on the teacher's x_t of sample 0: rows models, "
+                "columns timesteps; each panel its own colour scale (each model at its own resolution). The CSV "
+                "holds every sample's map."
+            )
+            items.append(out.figure(figures.map_grid(grid, columns, position), f"attention_maps_q{q}", data, caption))
+    for frame, metric, what in (
+        (entropy, ENTROPY, "mean row entropy (nats; log HW for uniform attention)"),
+        (js, JS, "mean row-wise Jensen-Shannon divergence from the teacher's maps on the same x_t (nats, <= log 2)"),
+    ):
+        if frame.empty:
+            items.append(Note(f"No {metric} rows: its plot skipped."))
+            continue
+        curves = frame.rename(columns={"layer": "metric"})
+        layers = list(dict.fromkeys(curves["metric"]))
+        fig = _curve_figure(curves, "t", layers, table, styles, ncols=min(4, len(layers)))
+        caption = f"Per self-attention layer (one panel each): {what} vs timestep t, one line per model."
+        items.append(out.figure(fig, metric, frame, caption))
+    skips = attention_skips(entropy, js)
+    if skips:
+        items.append(
+            Note("Layers without a divergence (no same-named, same-shaped teacher layer): " + "; ".join(skips))
+        )
+    items.append(Note(attention_note(js)))
+    return items
+
+
+def _map_records(model: str, maps: np.ndarray, times: Sequence[str]) -> pd.DataFrame:
+    """``[T, n, H, W]`` -> long ``model, t, sample, y, x, weight``."""
+    t_idx, sample, y, x = np.meshgrid(*(np.arange(d) for d in maps.shape), indexing="ij")
+    labels = np.array(times if len(times) == maps.shape[0] else range(maps.shape[0]), dtype=object)
+    return pd.DataFrame(
+        {
+            "model": model,
+            "t": labels[t_idx.ravel()],
+            "sample": sample.ravel(),
+            "y": y.ravel(),
+            "x": x.ravel(),
+            "weight": maps.ravel(),
+        }
+    )
+
+
+def _denoising_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef]:
+    items: list[Note | FigureRef] = []
+    arrays, missing = _load_arrays(rows, "x0_strip", table, out.run_dir)
+    if missing:
+        items.append(Note("x0 strips skipped (unreadable): " + "; ".join(missing)))
+    arrays = {m: a for m, a in arrays.items() if a.ndim == 5 and a.shape[2] in (1, 3)}
+    if arrays:
+        found = rows[(rows["metric"] == "x0_strip") & rows["artifact"].notna()].iloc[-1]
+        steps = _split(found.get(PARAM_PREFIX + "steps")) or [
+            str(j) for j in range(next(iter(arrays.values())).shape[0])
+        ]
+        for sample in range(min(a.shape[1] for a in arrays.values())):
+            strips = {m: a[:, sample] for m, a in arrays.items()}
+            data = pd.DataFrame(
+                [
+                    {"model": m, "sample": sample, "step": steps[j] if j < len(steps) else j, **_stats(a[j])}
+                    for m, a in strips.items()
+                    for j in range(len(a))
+                ]
+            )
+            caption = (
+                f"Sample {sample}: each model's x0 estimate at DDIM steps {', '.join(steps)} (left to right; 0 = the "
+                "first step, at t = T-1) of its trajectory from the same noise, [-1, 1] shown as [0, 1]; the CSV has "
+                "each image's pixel statistics."
+            )
+            items.append(out.figure(figures.image_rows(strips, len(steps)), f"x0_strip_{sample}", data, caption))
+    elif not missing:
+        items.append(Note("No x0_strip arrays: denoising strips skipped."))
+    curves = series_frame(rows, [X0_METRIC], "step")
+    if curves.empty:
+        return [*items, Note(f"No {X0_METRIC} rows: x0-error plot skipped.")]
+    fig = _curve_figure(curves, "step", [X0_METRIC], table, styles, ncols=1)
+    caption = (
+        "MSE of each model's x0 estimate at every DDIM step to the teacher's final sample from the same noise "
+        "(the teacher's own curve reaches 0 at its last step)."
+    )
+    return [*items, out.figure(fig, X0_METRIC, curves, caption)]
+
+
+def _embedding_figures(df: pd.DataFrame, view: str, styles: dict, out: _Out) -> list[Note | FigureRef | Table]:
+    """Every method's embedding of ``view`` (a figure with its points), the trustworthiness table, and a note for
+    a method with no rows (UMAP without umap-learn)."""
+    found = df[(df["metric"] == EMBEDDING) & df["artifact"].notna() & (_param(df, "view") == view)]
+    items: list[Note | FigureRef | Table] = []
+    methods = [m for m in METHOD_TITLES if (_param(found, "method") == m).any()]
+    for method in methods:
+        row = found[_param(found, "method") == method].sort_values("time", na_position="first").iloc[-1]
+        try:
+            array = np.load(out.run_dir / str(row["artifact"]), allow_pickle=False)
+            points = embedding_points(array, str(row[PARAM_PREFIX + "columns"]), _split(row[PARAM_PREFIX + "models"]))
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            items.append(Note(f"{method} {view} embedding skipped: {row['artifact']} ({type(exc).__name__}: {exc})"))
+            continue
+        models = list(dict.fromkeys(points["model"]))
+        colors = {"model": {m: styles.get(m, {}).get("color", "0.6") for m in models}}
+        if "class" in points:
+            colors["model"][REAL] = "0.6"
+            colors["class"] = figures.label_colors([str(c) for c in sorted(points["class"].unique())])
+            colors["class"] = dict(zip(sorted(points["class"].unique()), colors["class"].values(), strict=True))
+            colour_by, what = ["model", "class"], "each model's final samples and real held-out images (grey)"
+        else:
+            colour_by, what = ["model", "step"], "trajectory states of every model (same noise)"
+        fig = figures.embedding_panels(points, colour_by, colors)
+        caption = (
+            f"{METHOD_TITLES[method]} of {what}, embedded together (seeded); coloured by {' and by '.join(colour_by)}."
+        )
+        items.append(out.figure(fig, f"embedding_{view}_{method}", points, caption))
+    trust = trust_table(df)
+    trust = trust[trust["view"] == view]
+    if len(trust):
+        caption = "Trustworthiness (Venna & Kaski 2001, k = 5) of each embedding: 1 = no false neighbours in 2-D."
+        items.append(Table(caption, trust.reset_index(drop=True), name=f"size_factors_trust_{view}{out.tag}"))
+    if not methods:
+        items.append(Note(f"No {view} embedding rows: t-SNE/UMAP plots skipped."))
+    elif "umap" not in methods:
+        items.append(
+            Note("UMAP: not run (umap-learn is an optional extra, pip install umap-learn; the cell skips without it).")
+        )
+    return items
+
+
+def _embedding_items(df: pd.DataFrame, view: str, styles: dict, out: _Out) -> list[Note | FigureRef | Table]:
+    items = _embedding_figures(df, view, styles, out)
+    if any(isinstance(item, FigureRef) for item in items):
+        items.append(
+            Note(
+                "The teacher-frame PCA above projects every model on the teacher's own axes; these embed "
+                "all models' points at once, so their distances are comparable only within one picture."
+            )
+        )
+    return items
+
+
+def _latent_items(df: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out) -> list[Note | FigureRef | Table]:
+    items = _embedding_figures(df, "latent", styles, out)
+    pr = precision_recall_table(table)
+    if pr.empty:
+        return [*items, Note("No precision/recall rows: the fidelity/diversity table skipped.")]
+    caption = (
+        "Improved precision (fidelity: samples inside the real k-NN manifold) and recall (diversity: real images "
+        "inside the samples' manifold), Kynkaanniemi et al. 2019, k = 3, in domain features at equal n."
+    )
+    return [*items, Table(caption, pr, name=f"size_factors_precision_recall{out.tag}"), Note(precision_recall_note(pr))]
+
+
+def _determinism_items(table: pd.DataFrame) -> list[Note | Table]:
+    frame = determinism_table(table)
+    if frame.empty:
+        return [Note(determinism_note(frame))]
+    caption = (
+        "verify-determinism per model: max |x1 - x2| of two samplings with the same seed and batches (must be 0), "
+        "and max |x1 - x3| with another batch layout (kernel rounding)."
+    )
+    return [Table(caption, frame), Note(determinism_note(frame))]
