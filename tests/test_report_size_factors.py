@@ -444,3 +444,182 @@ def test_spaced_ticks_keep_ends_and_a_minimum_ratio():
     assert all(b >= 1.4 * a for a, b in zip(ticks, ticks[1:], strict=False))
     assert spaced_ticks([0.8, 0.9, 1.0]) == [0.8, 1.0]  # both ends, even when close
     assert spaced_ticks([0.5]) == [0.5] and spaced_ticks([]) == []
+
+
+# --- issue 15's analyses: attention, denoising, embeddings, precision/recall, determinism -----------------------
+
+from diffbench.report.size_factors import (  # noqa: E402
+    attention_note,
+    attention_skips,
+    determinism_note,
+    determinism_table,
+    embedding_points,
+    layer_series,
+    precision_recall_note,
+    precision_recall_table,
+    trust_table,
+)
+
+ATTENTION_T = (999, 499, 99)
+LAYERS = ("down.2.attn", "mid_attn")
+# precision/recall per model: the smallest data student loses fidelity, the smallest distilled one diversity
+PR = {"teacher": (0.8, 0.7), "data-s0.1": (0.6, 0.7), "distill-s0.1": (0.8, 0.5)}
+NEW_FIGURES = (
+    "attention_maps_q0",
+    "attention_maps_q1",
+    "attention_entropy",
+    "attention_js_to_teacher",
+    "x0_strip_0",
+    "x0_strip_1",
+    "x0_mse_to_teacher",
+    "embedding_trajectories_pca",
+    "embedding_trajectories_tsne",
+    "embedding_latent_tsne",
+)
+
+
+def js_value(model: str, t: int) -> float:
+    """Larger for smaller students and at higher noise; the distilled students 10% below the data ones."""
+    size = model_params(model)["size_factor"]
+    return (1.05 - size) * t / 1000 * (0.9 if model.startswith("distill") else 1.0)
+
+
+def analysis_rows(rows: Rows) -> None:
+    """Rows of the attention, determinism, embedding cells and the new rows of the trajectory/quality cells."""
+    peaked = np.zeros((len(ATTENTION_T), 2, 2, 8, 8))
+    peaked[..., 4, 4] = 1.0
+    for model in MODELS:
+        size = model_params(model)["size_factor"]
+        for t in ATTENTION_T:
+            for layer in LAYERS:
+                rows.add("test_attention", model, "attention_entropy", 2 + size + t / 1000, layer=layer, t=t)
+                if model != "teacher" and not (model == "data-s0.1" and layer == "mid_attn"):
+                    value = js_value(model, t)
+                    rows.add(
+                        "test_attention", model, "attention_js_to_teacher", value, layer=layer, t=t, reference="teacher"
+                    )
+        rows.array("test_attention", model, "attention_maps", peaked)
+        rows.rows[-1]["params"] |= {"layer": "mid_attn", "queries": "0.5,0.5;0.25,0.75", "timesteps": "999,499,99"}
+        for step in range(STEPS):
+            rows.add("test_trajectories", model, "x0_mse_to_teacher", (1 - size + 0.1) * (STEPS - step), step=step)
+        rows.array("test_trajectories", model, "x0_strip", np.full((3, 2, 1, 8, 8), size - 0.5))
+        rows.rows[-1]["params"]["steps"] = "0,3,5"
+        same = 1e-3 if model == "data-s0.5" else 0.0
+        rows.add("test_determinism", model, "determinism_same_seed_max_abs", same, n=4, steps=10)
+        rows.add("test_determinism", model, "determinism_batch_layout_max_abs", 2e-6, n=4, steps=10)
+    for model, (precision, recall) in PR.items():
+        rows.add("test_sample_quality", model, "precision", precision, n=EVAL_N, n_real=EVAL_N)
+        rows.add("test_sample_quality", model, "recall", recall, n=EVAL_N, n_real=EVAL_N)
+    rng = np.random.default_rng(0)
+    models = ",".join(MODELS)
+    for view, method, columns, labels in (
+        ("trajectories", "pca", "x,y,model,step,sample", lambda i: [i % len(MODELS), i % 3, i % 2]),
+        ("trajectories", "tsne", "x,y,model,step,sample", lambda i: [i % len(MODELS), i % 3, i % 2]),
+        ("latent", "tsne", "x,y,model,class", lambda i: [i % (len(MODELS) + 1) - 1, i % 10]),
+    ):
+        n = 40
+        array = np.concatenate([rng.standard_normal((n, 2)), np.array([labels(i) for i in range(n)])], axis=1)
+        params = {"method": method, "models": models, "view": view, "n": n}
+        cell = f"{method}"
+        rows.append("test_embeddings", cell, params, "trustworthiness", 0.9 if method == "tsne" else 0.8)
+        rel = f"{ARRAYS_DIR}/{rows.run_id}-{view}-{method}-embedding.npy"
+        np.save(rows.run_dir / rel, array)
+        rows.append("test_embeddings", cell, {**params, "columns": columns}, "embedding", float(n), artifact=rel)
+
+
+def test_issue_15_analyses_write_every_figure_table_and_note(tmp_path):
+    rows = Rows(tmp_path)
+    noise_rows(rows)
+    (tmp_path / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
+    analysis_rows(rows)
+    md = build_report(tmp_path, rows=rows.write()).read_text()
+    assert "could not be built" not in md
+    for name in NEW_FIGURES:
+        png, csv = tmp_path / f"figures/size_factors_{name}.png", tmp_path / f"figures/size_factors_{name}.csv"
+        assert png.stat().st_size > 3_000, name
+        assert len(pd.read_csv(csv)) > 0, name
+        assert f"](figures/size_factors_{name}.png)" in md, name
+    maps = pd.read_csv(tmp_path / "figures/size_factors_attention_maps_q0.csv")
+    assert len(maps) == len(MODELS) * 3 * 2 * 64 and set(maps["t"]) == set(ATTENTION_T)  # every sample's map
+    assert maps.groupby(["model", "t", "sample"])["weight"].sum().eq(1).all()
+    entropy = pd.read_csv(tmp_path / "figures/size_factors_attention_entropy.csv")
+    assert set(entropy["layer"]) == set(LAYERS) and len(entropy) == len(MODELS) * 3 * 2
+    assert "data-s0.1: mid_attn (no same-shaped teacher layer)" in md
+    assert "At t = 999 (highest noise) the largest layer-mean JS divergence from the teacher is data-s0.1's" in md
+    points = pd.read_csv(tmp_path / "figures/size_factors_embedding_latent_tsne.csv")
+    assert "real" in set(points["model"]) and set(points["model"]) - {"real"} <= set(MODELS)
+    trust = pd.read_csv(tmp_path / "tables/size_factors_trust_trajectories.csv")
+    assert trust.set_index("method")["trustworthiness"].to_dict() == {"pca": 0.8, "tsne": 0.9}
+    assert md.count("UMAP: not run (umap-learn is an optional extra") == 2  # one note per view
+    pr = pd.read_csv(tmp_path / "tables/size_factors_precision_recall.csv").set_index("model")
+    assert pr.loc["data-s0.1", "precision"] == 0.6 and pr.loc["distill-s0.1", "recall"] == 0.5
+    assert "data-s0.1: precision 0.6 (-0.2), recall 0.7 (+0): loses fidelity (precision)" in md
+    assert "6 of 7 model(s) sample bitwise-identically twice from one seed; not: data-s0.5 (max |dx| 0.001)" in md
+    vs_size = pd.read_csv(tmp_path / "figures/size_factors_metrics_vs_size.csv")
+    assert {"precision", "recall"} <= set(vs_size["metric"]) and not vs_size["metric"].str.startswith(
+        "determinism"
+    ).any()
+    x0 = pd.read_csv(tmp_path / "figures/size_factors_x0_mse_to_teacher.csv")
+    assert len(x0) == len(MODELS) * STEPS
+
+
+def test_a_run_without_the_new_cells_notes_each_skip(tmp_path):
+    rows = Rows(tmp_path)
+    noise_rows(rows)
+    md = build_report(tmp_path, rows=rows.write()).read_text()
+    for note in (
+        "No attention rows",
+        "No x0_strip arrays",
+        "No x0_mse_to_teacher rows",
+        "No trajectories embedding rows",
+        "No latent embedding rows",
+        "No precision/recall rows",
+        "No determinism rows",
+    ):
+        assert note in md, note
+
+
+def _analysis_frame(tmp_path) -> pd.DataFrame:
+    rows = Rows(tmp_path)
+    (tmp_path / ARRAYS_DIR).mkdir(parents=True, exist_ok=True)
+    analysis_rows(rows)
+    return rows_to_frame(rows.rows)
+
+
+def test_attention_note_and_skips_known_answers(tmp_path):
+    rows = model_rows(_analysis_frame(tmp_path))
+    entropy, js = layer_series(rows, "attention_entropy"), layer_series(rows, "attention_js_to_teacher")
+    assert attention_skips(entropy, js) == ["data-s0.1: mid_attn (no same-shaped teacher layer)"]
+    note = attention_note(js)
+    # data-s0.1 at t = 999: (1.05 - 0.1) * 0.999 = 0.949; the smallest at t = 999 is distill-s1: 0.05 * 0.999 * 0.9
+    assert "is data-s0.1's (0.949 nats; smallest distill-s1's, 0.045)" in note
+    assert "JS peaks at the highest noise for 6 of 6 student(s)" in note
+    assert "Smallest size 0.1: mean JS 0.902 at t = 999 vs 0.0893 at t = 99" in note
+    assert "cannot be summarised" in attention_note(js.iloc[:0])
+
+
+def test_precision_recall_and_determinism_notes(tmp_path):
+    table = scalar_table(model_rows(_analysis_frame(tmp_path)))
+    pr = precision_recall_table(table)
+    assert pr["model"].tolist() == ["teacher", "data-s0.1", "distill-s0.1"]
+    note = precision_recall_note(pr)
+    assert "Teacher: precision 0.8, recall 0.7." in note
+    assert "distill-s0.1: precision 0.8 (+0), recall 0.5 (-0.2): loses diversity (recall)" in note
+    assert "cannot be compared" in precision_recall_note(pr[pr["mode"] != "teacher"])
+    frame = determinism_table(table)
+    assert len(frame) == len(MODELS) and frame.set_index("model").loc["data-s0.5", "determinism_same_seed_max_abs"]
+    assert "not: data-s0.5" in determinism_note(frame) and "2e-06" in determinism_note(frame)
+
+
+def test_embedding_points_name_models_and_real_images(tmp_path):
+    array = np.array([[0.0, 1.0, 0, 3], [2.0, 3.0, -1, 7], [4.0, 5.0, 1, 0]])
+    points = embedding_points(array, "x,y,model,class", ["teacher", "data-s0.5"])
+    assert points["model"].tolist() == ["teacher", "real", "data-s0.5"] and points["class"].tolist() == [3, 7, 0]
+    with pytest.raises(ValueError, match="does not match its columns"):
+        embedding_points(array, "x,y,model,step,sample", ["teacher"])
+    trust = trust_table(_analysis_frame(tmp_path))
+    assert trust[["view", "method"]].values.tolist() == [
+        ["latent", "tsne"],
+        ["trajectories", "pca"],
+        ["trajectories", "tsne"],
+    ]

@@ -818,7 +818,7 @@ def _attention_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out:
     skips = attention_skips(entropy, js)
     if skips:
         items.append(
-            Note("Layers without a divergence (no same-named, same-shaped teacher layer): " + "; ".join(skips))
+            Note("Layers without a divergence from the teacher: " + "; ".join(skips))
         )
     items.append(Note(attention_note(js)))
     return items
