@@ -819,11 +819,13 @@ def embedding_panels(
     points: pd.DataFrame,
     colour_by: Sequence[str],
     colors: Mapping[str, Mapping[object, object]] | None = None,
+    markers: Mapping[object, str] | None = None,
 ) -> Figure:
     """Scatter panels of one 2-D embedding (columns ``x``, ``y``), the same points in every panel, coloured by
     one column each. A column with ``colors[column]`` (value -> colour) is categorical, with a legend in that
-    order; one without is numeric (``viridis`` with a colour bar, e.g. the sampling step)."""
-    colors = colors or {}
+    order; one without is numeric (``viridis`` with a colour bar, e.g. the sampling step). ``markers`` maps a
+    value of the first column to its marker (e.g. one per training mode)."""
+    colors, markers = colors or {}, markers or {}
     fig = Figure(figsize=(4.6 * len(colour_by) + 1.0, 4.2), layout="constrained")
     axes = fig.subplots(1, len(colour_by), squeeze=False)[0]
     for ax, column in zip(axes, colour_by, strict=True):
@@ -831,7 +833,8 @@ def embedding_panels(
             for value, colour in colors[column].items():
                 chosen = points[points[column] == value]
                 if len(chosen):
-                    ax.scatter(chosen["x"], chosen["y"], s=7, alpha=0.7, color=colour, label=str(value))
+                    marker = markers.get(value, "o") if column == colour_by[0] else "o"
+                    ax.scatter(chosen["x"], chosen["y"], s=9, alpha=0.7, color=colour, marker=marker, label=str(value))
             ax.legend(fontsize=6, markerscale=1.5, loc="best", ncols=1 + len(colors[column]) // 12, frameon=False)
         else:
             drawn = ax.scatter(points["x"], points["y"], s=7, alpha=0.7, c=points[column], cmap="viridis")

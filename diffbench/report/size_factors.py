@@ -817,9 +817,7 @@ def _attention_items(rows: pd.DataFrame, table: pd.DataFrame, styles: dict, out:
         items.append(out.figure(fig, metric, frame, caption))
     skips = attention_skips(entropy, js)
     if skips:
-        items.append(
-            Note("Layers without a divergence from the teacher: " + "; ".join(skips))
-        )
+        items.append(Note("Layers without a divergence from the teacher: " + "; ".join(skips)))
     items.append(Note(attention_note(js)))
     return items
 
@@ -902,7 +900,8 @@ def _embedding_figures(df: pd.DataFrame, view: str, styles: dict, out: _Out) -> 
             colour_by, what = ["model", "class"], "each model's final samples and real held-out images (grey)"
         else:
             colour_by, what = ["model", "step"], "trajectory states of every model (same noise)"
-        fig = figures.embedding_panels(points, colour_by, colors)
+        markers = {m: styles.get(m, {}).get("marker", "o") for m in models}
+        fig = figures.embedding_panels(points, colour_by, colors, markers)
         caption = (
             f"{METHOD_TITLES[method]} of {what}, embedded together (seeded); coloured by {' and by '.join(colour_by)}."
         )
