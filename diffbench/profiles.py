@@ -108,6 +108,7 @@ class SamplersPanel:
     consistency_grid: int  # N: the consistency-distillation discretisation
     consistency: StudentBudget
     consistency_target_decay: float  # mu of the target network
+    teacher_epochs: int | None = None  # the GMM teacher's training (None: the image panel's size_factors teacher)
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,9 @@ class SamplersScale:
 SEED_004_DDIM_STEPS = (1, 2, 4, 10, 20, 50, 100)
 
 
-def _gmm_panel(eval_samples: int, student_epochs: int) -> SamplersPanel:
+def _gmm_panel(eval_samples: int, student_epochs: int, teacher_epochs: int) -> SamplersPanel:
     return SamplersPanel(
+        teacher_epochs=teacher_epochs,
         ddim_steps=SEED_004_DDIM_STEPS,
         etas=(0.0, 1.0),
         eval_samples=eval_samples,
@@ -236,7 +238,7 @@ PROFILES: dict[str, Profile] = {
                 consistency=StudentBudget(8, 64, 5e-4),
                 consistency_target_decay=0.95,
             ),
-            gmm=_gmm_panel(eval_samples=2000, student_epochs=10),
+            gmm=_gmm_panel(eval_samples=2000, student_epochs=10, teacher_epochs=200),
         ),
         snr_paths=SnrPathsScale(
             dataset="digits",
@@ -319,7 +321,7 @@ PROFILES: dict[str, Profile] = {
                 consistency=StudentBudget(50, 128, 1e-4),
                 consistency_target_decay=0.95,
             ),
-            gmm=_gmm_panel(eval_samples=5000, student_epochs=50),
+            gmm=_gmm_panel(eval_samples=5000, student_epochs=50, teacher_epochs=1000),
         ),
         snr_paths=SnrPathsScale(
             dataset="mnist",
@@ -405,7 +407,7 @@ PROFILES: dict[str, Profile] = {
                 consistency=StudentBudget(200, 128, 4e-4),
                 consistency_target_decay=0.95,
             ),
-            gmm=_gmm_panel(eval_samples=10000, student_epochs=100),
+            gmm=_gmm_panel(eval_samples=10000, student_epochs=100, teacher_epochs=1000),
         ),
         # Seed 003: AFHQ 64x64 + 32x32, hidden dims [64, 128, 256, 512], attention at 128+ channels, 50 steps,
         # 1000 images for FID, a 15 x 15 grid with K = 8 probes.

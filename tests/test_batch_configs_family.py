@@ -51,3 +51,17 @@ def test_epoch_timer_builds_a_valid_short_config(batch_size, monkeypatch):
     assert config.epochs == epochs == PROFILES["smoke"].batch_configs.timing_epochs
     assert config.batch_size == batch_size and config.noise_scale_every == 0 and config.save_at == ()
     assert params == {"batch_size": batch_size, "steps_per_epoch": family.steps_per_epoch(batch_size)}
+
+
+def test_the_samplers_gmm_teacher_is_the_baseline_recipe_at_its_own_budget():
+    """Same model, data, schedule, batch and lr as the family's baseline; the samplers panel's epochs, ten even
+    checkpoints and no noise probes (so shortening this family's smoke budget does not change that teacher)."""
+    from diffbench.families import samplers
+
+    profile = PROFILES["smoke"]
+    teacher, baseline = samplers.teacher_spec(profile, "gmm"), family.run_spec(family.BASELINE, profile)
+    assert (teacher.model, teacher.data, teacher.schedule) == (baseline.model, baseline.data, baseline.schedule)
+    assert (teacher.train.batch_size, teacher.train.effective_lr) == (baseline.train.batch_size, baseline.train.lr)
+    assert teacher.train.epochs == profile.samplers.gmm.teacher_epochs != baseline.train.epochs
+    assert teacher.train.noise_scale_every == 0 and teacher.train.save_at == ()
+    assert len(teacher.train.checkpoint_epochs) == 10

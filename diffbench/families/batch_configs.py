@@ -100,22 +100,43 @@ def run_spec(config_id: str, profile: Profile) -> RunSpec:
     epochs = scale.epochs
     if cfg.budget == STEPS:
         epochs = round(scale.epochs * steps_per_epoch(BASE_BATCH) / steps_per_epoch(cfg.batch_size))
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_rule=cfg.lr_rule,
+        base_batch_size=BASE_BATCH,
+        checkpoint_every=epochs,
+        save_at=log_checkpoints(epochs, scale.checkpoints),
+        seed=profile.seed,
+        noise_scale_every=max(1, epochs // scale.noise_scale_probes),
+        noise_scale_probe=scale.noise_scale_probe,
+    )
+    return _recipe(profile, train)
+
+
+def baseline_recipe(profile: Profile, epochs: int) -> RunSpec:
+    """The baseline's recipe (batch 128 at lr 1e-4) trained for ``epochs`` with ten even checkpoints and no
+    noise probes: the samplers family's GMM teacher, trained for that family's own budget."""
+    train = TrainConfig(
+        epochs=epochs,
+        batch_size=BASE_BATCH,
+        lr=BASE_LR,
+        lr_rule="none",
+        base_batch_size=BASE_BATCH,
+        checkpoint_every=max(1, epochs // 10),
+        seed=profile.seed,
+    )
+    return _recipe(profile, train)
+
+
+def _recipe(profile: Profile, train: TrainConfig) -> RunSpec:
+    """Seed 002's model, data and schedule: the 3-layer MLP (hidden 128) on the 2-D GMM, linear betas, T = 1000."""
     return RunSpec(
         model=ModelConfig.of("mlp", hidden=128, num_layers=3),
         data=DataConfig("gmm2d", seed=profile.seed),
         schedule=ScheduleConfig("linear", 1000),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            lr_rule=cfg.lr_rule,
-            base_batch_size=BASE_BATCH,
-            checkpoint_every=epochs,
-            save_at=log_checkpoints(epochs, scale.checkpoints),
-            seed=profile.seed,
-            noise_scale_every=max(1, epochs // scale.noise_scale_probes),
-            noise_scale_probe=scale.noise_scale_probe,
-        ),
+        train=train,
     )
 
 

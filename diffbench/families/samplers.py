@@ -128,8 +128,11 @@ def panel_scale(profile: Profile, panel: str) -> SamplersPanel:
 
 
 def teacher_spec(profile: Profile, panel: str, data_root: str | None = None) -> RunSpec:
-    """The panel's teacher: the size_factors teacher (image) or the batch_configs baseline (gmm)."""
-    return sf.model_spec(profile, sf.TEACHER, data_root) if panel == "image" else bc.run_spec(bc.BASELINE, profile)
+    """The panel's teacher: the size_factors teacher (image) or the batch_configs baseline's recipe trained for
+    the panel's ``teacher_epochs`` (gmm)."""
+    if panel == "image":
+        return sf.model_spec(profile, sf.TEACHER, data_root)
+    return bc.baseline_recipe(profile, panel_scale(profile, panel).teacher_epochs)
 
 
 def _panel_cells(profile: Profile, panel: str) -> dict[str, list[Cell]]:
