@@ -606,6 +606,12 @@ def test_precision_recall_and_determinism_notes(tmp_path):
     assert "Teacher: precision 0.8, recall 0.7." in note
     assert "distill-s0.1: precision 0.8 (+0), recall 0.5 (-0.2): loses diversity (recall)" in note
     assert "cannot be compared" in precision_recall_note(pr[pr["mode"] != "teacher"])
+    # with n, a loss must exceed two standard errors of the difference: recall 0.5 vs 0.7 is one at n = 100
+    # (2 sqrt((0.25 + 0.21) / 100) = 0.136), not at n = 20 (0.303)
+    assert "loses diversity (recall) beyond sampling noise" in precision_recall_note(pr, n=100)
+    assert "distill-s0.1: precision 0.8 (+0), recall 0.5 (-0.2): loses neither beyond sampling noise" in (
+        precision_recall_note(pr, n=20)
+    )
     frame = determinism_table(table)
     assert len(frame) == len(MODELS) and frame.set_index("model").loc["data-s0.5", "determinism_same_seed_max_abs"]
     assert "not: data-s0.5" in determinism_note(frame) and "2e-06" in determinism_note(frame)

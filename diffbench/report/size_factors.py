@@ -16,6 +16,7 @@ arrays and saves the figures. Every figure is skipped with a note when its rows 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,19 +437,36 @@ def precision_recall_table(table: pd.DataFrame) -> pd.DataFrame:
     return table[[*MODEL_COLUMNS, *PR_METRICS]].dropna(subset=list(PR_METRICS), how="all").reset_index(drop=True)
 
 
-def precision_recall_note(pr: pd.DataFrame) -> str:
+def precision_recall_note(pr: pd.DataFrame, n: int | None = None) -> str:
     """ "Do smaller students lose fidelity or diversity?", answered with numbers: per training mode, the smallest
-    student's precision (fidelity) and recall (diversity, coverage) against the teacher's at equal n."""
+    student's precision (fidelity) and recall (diversity, coverage) against the teacher's at equal n. With the
+    sample count ``n``, a difference counts as a loss only beyond two standard errors of a difference of two
+    proportions, ``2 sqrt(p1 (1 - p1) / n + p0 (1 - p0) / n)`` (each value is a share of n points)."""
     teacher = pr[pr["mode"] == TEACHER]
     if pr.empty or teacher.empty:
         return "No precision/recall rows for the teacher: fidelity and diversity cannot be compared with it."
     p0, r0 = teacher["precision"].iloc[0], teacher["recall"].iloc[0]
-    sentences = [f"Teacher: precision {p0:.3g}, recall {r0:.3g}."]
+    sentences = [f"Teacher: precision {p0:.3g}, recall {r0:.3g}" + (f" (n = {n})." if n else ".")]
+
+    def beyond_noise(value: float, reference: float, delta: float) -> bool:
+        if not n:
+            return delta < 0
+        return delta < -2 * math.sqrt((value * (1 - value) + reference * (1 - reference)) / n)
+
     for mode, lines in students(pr).groupby("mode", sort=False):
         small = lines.sort_values("size_factor", kind="stable").iloc[0]
         dp, dr = small["precision"] - p0, small["recall"] - r0
-        lost = [name for name, d in (("fidelity (precision)", dp), ("diversity (recall)", dr)) if d < 0]
-        verdict = f"loses {' and '.join(lost)}" if lost else "loses neither"
+        lost = [
+            name
+            for name, value, reference, d in (
+                ("fidelity (precision)", small["precision"], p0, dp),
+                ("diversity (recall)", small["recall"], r0, dr),
+            )
+            if beyond_noise(value, reference, d)
+        ]
+        verdict = f"loses {' and '.join(lost)}" if lost else "loses neither" + (" beyond sampling noise" if n else "")
+        if lost and n:
+            verdict += " beyond sampling noise"
         sentences.append(
             f"Smallest {mode} student {small['model']}: precision {small['precision']:.3g} ({dp:+.3g}), recall "
             f"{small['recall']:.3g} ({dr:+.3g}): {verdict}."
@@ -941,7 +959,10 @@ def _latent_items(df: pd.DataFrame, table: pd.DataFrame, styles: dict, out: _Out
         "Improved precision (fidelity: samples inside the real k-NN manifold) and recall (diversity: real images "
         "inside the samples' manifold), Kynkaanniemi et al. 2019, k = 3, in domain features at equal n."
     )
-    return [*items, Table(caption, pr, name=f"size_factors_precision_recall{out.tag}"), Note(precision_recall_note(pr))]
+    rows = df[df["metric"] == "precision"]
+    n = int(rows["param.n"].min()) if "param.n" in rows and rows["param.n"].notna().any() else None
+    note = Note(precision_recall_note(pr, n))
+    return [*items, Table(caption, pr, name=f"size_factors_precision_recall{out.tag}"), note]
 
 
 def _determinism_items(table: pd.DataFrame) -> list[Note | Table]:
