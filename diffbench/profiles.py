@@ -165,6 +165,21 @@ class SnrPathsScale:
     density_samples: int  # held-out images E(t) is averaged over
 
 
+# Issue 15's size-factor analyses at the standard and paper scales (50 DDIM steps): five analysis steps, four
+# samples, three query positions, 20 trajectories x 6 states and 200 samples per model in the embeddings.
+FULL_ANALYSES = dict(
+    analysis_steps=(0, 12, 25, 37, 49),
+    attention_samples=4,
+    attention_queries=((0.5, 0.5), (0.25, 0.25), (0.75, 0.75)),
+    strip_samples=4,
+    embedding_samples=20,
+    embedding_steps=6,
+    latent_samples=200,
+    determinism_samples=16,
+    determinism_steps=50,
+)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -284,15 +299,7 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=5000,
             noise_timesteps=20,
-            analysis_steps=(0, 12, 25, 37, 49),
-            attention_samples=4,
-            attention_queries=((0.5, 0.5), (0.25, 0.25), (0.75, 0.75)),
-            strip_samples=4,
-            embedding_samples=20,
-            embedding_steps=6,
-            latent_samples=200,
-            determinism_samples=16,
-            determinism_steps=50,
+            **FULL_ANALYSES,
         ),
         guidance=GuidanceScale(
             cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
@@ -369,15 +376,7 @@ PROFILES: dict[str, Profile] = {
             trajectory_samples=50,
             eval_samples=10000,
             noise_timesteps=20,
-            analysis_steps=(0, 12, 25, 37, 49),
-            attention_samples=4,
-            attention_queries=((0.5, 0.5), (0.25, 0.25), (0.75, 0.75)),
-            strip_samples=4,
-            embedding_samples=20,
-            embedding_steps=6,
-            latent_samples=200,
-            determinism_samples=16,
-            determinism_steps=50,
+            **FULL_ANALYSES,
         ),
         guidance=GuidanceScale(
             cfg_scales=(1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0),
