@@ -22,6 +22,7 @@ from diffbench.report import figures
 from diffbench.report.parts import (
     FID_CAPTION,
     FID_INFINITY_METRICS,
+    FID_KID_METRICS,
     MEASURED_WITH,
     NUM_CLASSES,
     Out,
@@ -50,11 +51,7 @@ TIMING_METRIC = "sampling_seconds_per_image"
 TABLE_METRICS = (
     "class_accuracy",
     "class_diversity",
-    "fid",
-    "fid_ci_low",
-    "fid_ci_high",
-    "kid",
-    "kid_std",
+    *FID_KID_METRICS,
     "network_evaluations",
     "classifier_evaluations",
     TIMING_METRIC,

@@ -25,14 +25,11 @@ if TYPE_CHECKING:
 NUM_CLASSES = 10  # digits: sample i of a samples array has class i mod NUM_CLASSES
 FID_INFINITY_METRICS = ("fid_infinity", "fid_infinity_ci_low", "fid_infinity_ci_high", "fid_infinity_residual")
 FID_DELTA_METRICS = ("fid_delta", "fid_delta_ci_low", "fid_delta_ci_high")
+FID_KID_METRICS = ("fid", "fid_ci_low", "fid_ci_high", "kid", "kid_std")  # FID with its interval at n, KID +- std
 QUALITY_METRICS = (
     "class_accuracy",
     "class_diversity",
-    "fid",
-    "fid_ci_low",
-    "fid_ci_high",
-    "kid",
-    "kid_std",
+    *FID_KID_METRICS,
     *FID_INFINITY_METRICS,
 )
 QUALITY_PLOT = ("class_accuracy", "class_diversity", "fid")

@@ -36,6 +36,7 @@ from diffbench.report.parts import (
     FID_INFINITY_INTERVAL,
     FID_INFINITY_METRICS,
     FID_INTERVAL,
+    FID_KID_METRICS,
     MEASURED_WITH,
     NUM_CLASSES,
     Out,
@@ -74,11 +75,7 @@ EVALUATIONS = "network_evaluations"
 DEVIATION = "teacher_deviation"
 TRAINING = ("train_steps", "train_seconds")
 IMAGE_METRICS = (
-    "fid",
-    "fid_ci_low",
-    "fid_ci_high",
-    "kid",
-    "kid_std",
+    *FID_KID_METRICS,
     "class_accuracy",
     "class_diversity",
     *FID_INFINITY_METRICS,

@@ -51,6 +51,7 @@ from diffbench.report.parts import (
     FID_INFINITY_INTERVAL,
     FID_INFINITY_METRICS,
     FID_INTERVAL,
+    FID_KID_METRICS,
     MEASURED_WITH,
     NUM_CLASSES,
     Out,
@@ -129,11 +130,7 @@ SPACING_STYLES = {
     "dp_seed": {"color": "C4", "linestyle": "--", "marker": "D"},
 }
 SCHEDULE_METRICS = (
-    "fid",
-    "fid_ci_low",
-    "fid_ci_high",
-    "kid",
-    "kid_std",
+    *FID_KID_METRICS,
     "class_accuracy",
     "class_diversity",
     "schedule_cost",
