@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,8 +19,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import diffbench
 from diffbench import cache as cache_module
-from diffbench.cache import ENV_VAR, ArtifactCache, artifact_key, config_hash, default_cache_dir
+from diffbench.cache import (
+    ENV_VAR,
+    ArtifactCache,
+    ArtifactMissingError,
+    artifact_key,
+    config_hash,
+    default_cache_dir,
+)
 from diffbench.data import DataConfig
 from diffbench.experiments import RunSpec
 from diffbench.models import ModelConfig
@@ -201,21 +213,30 @@ def test_provenance_round_trips_beside_the_entry(tmp_path):
     assert {"kind": "runs", "key": key, "version": 3, "device": "cpu"}.items() <= record.items()
     assert record["git_sha"] == git_state()["git_sha"] and record["git_dirty"] == git_state()["git_dirty"]
     assert record["torch"] == torch.__version__ and record["cuda"] == torch.version.cuda
-    assert record["host"] and record["time"] and record["build_seconds"] >= 0
+    assert record["diffbench"] == diffbench.__version__ and record["host"] == socket.gethostname()
+    assert record["time"] and record["build_seconds"] >= 0
+    data = cache.path("runs", SPEC, version=3).read_bytes()
+    assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["size"] == len(data)
     assert cache.provenance("runs", SPEC) is None  # version 1 was never built
 
 
-def test_provenance_is_written_before_the_entry_is_published(tmp_path, monkeypatch):
+def test_the_record_is_the_commit_point(tmp_path, monkeypatch):
+    """The .pt is published first, then its record; until the record is there the entry does not count."""
     cache, seen = ArtifactCache(tmp_path), []
-    real_save = cache_module.atomic_torch_save
+    key = artifact_key("runs", SPEC)
+    real_publish = cache_module._publish_file
 
-    def save(obj, path):
-        seen.append(cache.provenance("runs", SPEC))
-        return real_save(obj, path)
+    def publish(tmp, final):
+        _, _, problem = cache._check("runs", key)
+        seen.append((final.name, problem))
+        return real_publish(tmp, final)
 
-    monkeypatch.setattr(cache_module, "atomic_torch_save", save)
+    monkeypatch.setattr(cache_module, "_publish_file", publish)
     cache.get_or_build("runs", SPEC, lambda workdir: VALUE)
-    assert seen and seen[0] is not None and seen[0]["key"] == artifact_key("runs", SPEC)
+    assert [name for name, _ in seen] == [f"{key}.pt", f"{key}.json"]
+    assert seen[0][1] == ""  # nothing there yet
+    assert "has no record" in seen[1][1]  # the .pt alone is not an entry
+    assert cache._check("runs", key)[2] is None
 
 
 def test_touched_lists_each_returned_artifact_once_and_resets(tmp_path):
@@ -241,61 +262,6 @@ def test_touched_lists_each_returned_artifact_once_and_resets(tmp_path):
     assert cache.touched == [built]
 
 
-WORKER = textwrap.dedent("""
-    import sys, time
-    from pathlib import Path
-    import torch
-    from diffbench.cache import ArtifactCache
-
-    root, counter, ready, tag, out = sys.argv[1:6]
-    Path(ready, tag).touch()
-    deadline = time.monotonic() + 60
-    while len(list(Path(ready).iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)  # start both get_or_build calls together
-
-    def build(workdir):
-        with open(counter, "a") as f:
-            f.write(tag + "\\n")
-        time.sleep(1.0)  # long enough for the other process to reach the lock
-        return {"weights": torch.arange(6.0).reshape(2, 3) * 7, "epoch": 3}
-
-    value = ArtifactCache(root).get_or_build("runs", {"model": "mlp", "lr": 1e-3}, build)
-    torch.save(value, out)
-""")
-
-
-def test_concurrent_processes_build_once(tmp_path):
-    script, ready = tmp_path / "worker.py", tmp_path / "ready"
-    script.write_text(WORKER)
-    ready.mkdir()
-    counter = tmp_path / "count"
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                str(tmp_path / "cache"),
-                str(counter),
-                str(ready),
-                tag,
-                str(tmp_path / f"{tag}.pt"),
-            ],
-            env=_subprocess_env(),
-            cwd=REPO,
-            stderr=subprocess.PIPE,
-        )
-        for tag in ("w0", "w1")
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err.decode()
-    assert _builds(counter) == 1
-    a, b = (torch.load(tmp_path / f"{tag}.pt", weights_only=True) for tag in ("w0", "w1"))
-    assert torch.equal(a["weights"], b["weights"]) and a["epoch"] == b["epoch"] == 3
-    assert torch.equal(a["weights"], torch.arange(6.0).reshape(2, 3) * 7)
-    assert not list((tmp_path / "cache" / "runs").glob(".*.tmp"))  # no half-written files left behind
-
-
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_entry_is_rebuilt_with_a_warning(tmp_path, damage):
     cache, counter = ArtifactCache(tmp_path / "cache"), tmp_path / "count"
@@ -305,10 +271,11 @@ def test_corrupt_entry_is_rebuilt_with_a_warning(tmp_path, damage):
     path.write_bytes(
         {"garbage": b"\x00not a torch file\xff" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage]
     )
-    with pytest.warns(RuntimeWarning, match="unreadable"):
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(path))} fails its checksum.*rebuilding it"):
         _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
     assert _builds(counter) == 2
     _assert_value(torch.load(path, weights_only=True))  # the entry was replaced by a good one
+    assert cache._check("runs", artifact_key("runs", SPEC))[2] is None
 
 
 def _leave_marker(path: str) -> None:
@@ -325,15 +292,78 @@ class Payload:
         return _leave_marker, (self.marker,)
 
 
-def test_non_weights_only_entry_is_rebuilt_not_unpickled(tmp_path):
+def test_an_unrecorded_entry_is_rebuilt_not_unpickled(tmp_path):
+    """A .pt without a record (here: one that would run code when unpickled) is not even opened."""
     cache, counter, marker = ArtifactCache(tmp_path / "cache"), tmp_path / "count", tmp_path / "marker"
     path = cache.path("runs", SPEC)
     path.parent.mkdir(parents=True)
     torch.save({"model": Payload(marker)}, path)
-    with pytest.warns(RuntimeWarning, match="unreadable"):
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(path))} has no record"):
         _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
     assert not marker.exists()
     assert _builds(counter) == 1
+
+
+def test_a_recorded_non_weights_only_entry_is_rebuilt_not_unpickled(tmp_path):
+    """Even bytes that match their record's checksum are loaded with weights_only: code is never run."""
+    cache, counter, marker = ArtifactCache(tmp_path / "cache"), tmp_path / "count", tmp_path / "marker"
+    cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE))
+    path, record_path = cache.path("runs", SPEC), cache.path("runs", SPEC).with_suffix(".json")
+    path.unlink()
+    torch.save({"model": Payload(marker)}, path)
+    data = path.read_bytes()
+    record = {**json.loads(record_path.read_text()), "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    record_path.write_text(json.dumps(record))
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(path))} is unreadable \(UnpicklingError"):
+        _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert not marker.exists()
+    assert _builds(counter) == 2
+
+
+def test_an_entry_without_a_checksum_is_rebuilt(tmp_path):
+    """A record from before checksums cannot vouch for its bytes: rebuilt, with a warning, never loaded."""
+    cache, counter = ArtifactCache(tmp_path), tmp_path / "count"
+    cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE))
+    record_path = cache.path("runs", SPEC).with_suffix(".json")
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({k: v for k, v in record.items() if k not in ("sha256", "size")}))
+    with pytest.warns(RuntimeWarning, match="has no checksum"):
+        _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert _builds(counter) == 2
+    assert cache.provenance("runs", SPEC)["sha256"] == record["sha256"]  # same bytes, recorded again
+
+
+def test_load_reads_a_valid_entry_and_never_builds_or_writes(tmp_path):
+    cache = ArtifactCache(tmp_path / "cache")
+    with pytest.raises(
+        ArtifactMissingError, match=rf"not in the cache .* \(no runs/{artifact_key('runs', SPEC)}\.pt\)"
+    ):
+        cache.load("runs", SPEC)
+    assert not (tmp_path / "cache").exists()  # looking creates nothing
+    cache.get_or_build("runs", SPEC, lambda workdir: VALUE)
+    _assert_value(ArtifactCache(tmp_path / "cache").load("runs", SPEC))
+    path = cache.path("runs", SPEC)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ArtifactMissingError, match=rf"{re.escape(str(path))} fails its checksum"):
+        cache.load("runs", SPEC)
+
+
+def test_publishing_without_hard_links_falls_back_to_rename(tmp_path, monkeypatch):
+    """On a file system that refuses link(2) (EPERM), the lock and the publish still work."""
+
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(src))
+
+    monkeypatch.setattr(os, "link", no_links)
+    cache, counter = ArtifactCache(tmp_path), tmp_path / "count"
+    _assert_value(cache.get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    _assert_value(ArtifactCache(tmp_path).get_or_build("runs", SPEC, _counting_builder(counter, VALUE)))
+    assert _builds(counter) == 1
+    record, data = cache.provenance("runs", SPEC), cache.path("runs", SPEC).read_bytes()
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        f"{artifact_key('runs', SPEC)}{suffix}" for suffix in (".json", ".pt", ".work")
+    )  # no lock, claim or temporary file left behind
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=10)
