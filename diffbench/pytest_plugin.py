@@ -6,6 +6,12 @@ from :func:`diffbench.families.discover`; this module names no family. Each work
 controller merges all part files of the run (every worker, and earlier sessions that passed the same
 ``--run-id``, e.g. the serial timing pass) and builds ``results.jsonl``, ``summary.csv``, ``report.md``,
 ``index.html`` and ``figures/``, and points ``<report-dir>/latest`` at the run.
+
+The process that runs a matrix cell also records the cells it selected (``selection/``) and each cell's outcome
+(``outcomes/``, see :mod:`diffbench.results`): a cell whose process was killed or crashed has none, so
+``--run-id RUN --resume`` runs exactly the cells of RUN that have not passed yet, and the merge keeps one attempt per
+cell. A report dir that cannot be written is a usage error before anything runs; a write that fails later (a
+full disk) fails the cell, or ends the session with one line naming the file, never with a half-written file.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import hashlib
 import json
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,10 +31,25 @@ import torch
 from diffbench.cache import ArtifactCache
 from diffbench.devices import configure_threads, resolve_device, threads_per_worker
 from diffbench.families import Measurements, all_options, discover
-from diffbench.io import atomic_symlink
+from diffbench.io import atomic_symlink, atomic_write_text
 from diffbench.metrics import registry
 from diffbench.profiles import PROFILES, Profile, get_profile
-from diffbench.results import FAILURES_FILE, RowWriter, make_row, merge_parts, safe_name
+from diffbench.results import (
+    FAILURES_FILE,
+    OUTCOMES_DIR,
+    PARTS_DIR,
+    SELECTION_DIR,
+    RowWriter,
+    completed_cells,
+    make_row,
+    merge_parts,
+    naming,
+    record_outcome,
+    safe_name,
+    seed_id,
+    selected_families,
+    write_selection,
+)
 
 TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
 _STATE = pytest.StashKey["_State"]()
@@ -40,8 +61,13 @@ class _State:
     run_dir: Path
     report_dir: Path
     is_worker: bool
+    part: str  # this process's part name: its rows' ``attempt``
+    completed: frozenset[str] = frozenset()  # under --resume: cells not to run again
     failures: list[dict] = field(default_factory=list)
+    ran: set[str] = field(default_factory=set)  # cells that passed or failed in this session (controller)
     report_path: Path | None = None
+    error: str | None = None  # writing the run's files failed (e.g. a full disk): said once, in the summary
+    stopped: bool = False  # the session was stopped before any cell ran (its files could not be written)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write into this run (e.g. `latest`) instead of a new one; rows of both sessions merge",
     )
     group.addoption(
+        "--resume",
+        action="store_true",
+        help="with --run-id: run only the cells that have not passed or been skipped in that run yet "
+        "(e.g. after a crash, a kill or a preemption)",
+    )
+    group.addoption(
         "--device", default="auto", help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps"
     )
     group.addoption(
@@ -63,6 +95,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--cache-dir", default=None, help="artifact cache (default: $DIFFBENCH_CACHE or ~/.cache/diffbench)"
+    )
+    group.addoption(
+        "--seeds",
+        default=None,
+        metavar="0,1,2",
+        help="run every matrix cell once per seed (node id suffix seed<N>; the seed replaces the profile's)",
     )
     for option in all_options():
         group.addoption(option.flag, dest=option.dest, default=None, metavar=option.metavar, help=option.help)
@@ -76,6 +114,7 @@ def option_values(config: pytest.Config) -> dict[str, object]:
 def _check_options(config: pytest.Config) -> None:
     """Bad option values, alone or against the profile: ``ValueError`` naming the value (a usage error)."""
     resolve_device(config.getoption("device"))
+    parse_seeds(config.getoption("seeds"))
     profile = get_profile(config.getoption("profile"))
     values = option_values(config)
     for option in all_options():
@@ -122,9 +161,15 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_input = getattr(config, "workerinput", None)
     if worker_input is not None:
         run_id = worker_input["diffbench_run_id"]
+        completed = frozenset(worker_input["diffbench_completed"])  # the controller's, so all workers agree
     else:
+        if config.getoption("resume") and config.getoption("run_id") is None:
+            raise pytest.UsageError("--resume needs --run-id: the run whose unfinished cells to run")
         run_id = _resolve_run_id(config.getoption("run_id"), report_dir)
-    state = _State(run_id, report_dir / run_id, report_dir, worker_input is not None)
+        _check_writable(report_dir / run_id, config.getoption("report_dir"))
+        completed = frozenset(completed_cells(report_dir / run_id)) if config.getoption("resume") else frozenset()
+    run_dir = report_dir / run_id
+    state = _State(run_id, run_dir, report_dir, worker_input is not None, _part_name(config, run_dir), completed)
     config.stash[_STATE] = state
     if not state.is_worker:
         config.pluginmanager.register(_FailureCollector(state), "diffbench-failures")
@@ -136,7 +181,29 @@ class _XdistHooks:
     """Registered only when pytest-xdist is loaded (its hooks are unknown otherwise)."""
 
     def pytest_configure_node(self, node) -> None:
-        node.workerinput["diffbench_run_id"] = node.config.stash[_STATE].run_id
+        state = node.config.stash[_STATE]
+        node.workerinput["diffbench_run_id"] = state.run_id
+        node.workerinput["diffbench_completed"] = sorted(state.completed)
+
+
+def _check_writable(run_dir: Path, option: str) -> None:
+    """A usage error, before anything runs, when the run directory cannot be created or written; creates
+    nothing (a session that runs no matrix cell leaves no report dir behind)."""
+    existing = run_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise pytest.UsageError(f"--report-dir {option}: cannot create {run_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"--report-dir {option}: cannot write {run_dir}: {existing} is not writable")
+
+
+def _part_name(config: pytest.Config, run_dir: Path) -> str:
+    """``<worker or main>-<pid>``; with a random suffix when a process of an earlier session of the run had the
+    same pid (pids are reused, and hosts sharing a run dir have their own), so attempts never share a name."""
+    base = f"{_worker(config)[0] or 'main'}-{os.getpid()}"
+    files = (f"{PARTS_DIR}/{base}.jsonl", f"{OUTCOMES_DIR}/{base}.jsonl", f"{SELECTION_DIR}/{base}.json")
+    return f"{base}-{secrets.token_hex(3)}" if any((run_dir / name).exists() for name in files) else base
 
 
 def _family(item: pytest.Item) -> str | None:
@@ -144,6 +211,31 @@ def _family(item: pytest.Item) -> str | None:
         if item.get_closest_marker(name) is not None:
             return name
     return None
+
+
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """``--seeds``: ``"0,1,2"`` -> ``(0, 1, 2)``, ``()`` when not given; ``ValueError`` naming a value that is not a
+    non-negative integer, or a repeated one."""
+    if text is None:
+        return ()
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit()):  # digits only: no sign, no decimal point, not empty
+            raise ValueError(f"--seeds takes distinct non-negative integers separated by commas, got {part!r}")
+        if int(part) in seeds:
+            raise ValueError(f"--seeds lists seed {int(part)} twice in {text!r}")
+        seeds.append(int(part))
+    return tuple(seeds)
+
+
+@pytest.hookimpl(trylast=True)  # after the bench modules' own parametrization: the seed id comes last
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Under ``--seeds``, every matrix cell (a family-marked test that uses ``profile``, directly or through
+    ``record``) once per seed, with the id ``seed<N>``; the ``profile`` fixture then carries that seed."""
+    seeds = parse_seeds(metafunc.config.getoption("seeds"))
+    if seeds and "diffbench_seed" in metafunc.fixturenames and _family(metafunc.definition) is not None:
+        metafunc.parametrize("diffbench_seed", seeds, ids=[seed_id(seed) for seed in seeds])
 
 
 def _worker(config: pytest.Config) -> tuple[str | None, int]:
@@ -155,9 +247,77 @@ def _worker(config: pytest.Config) -> tuple[str | None, int]:
     return worker_input["workerid"], int(worker_input["workercount"])
 
 
+def _deferred_timing(item: pytest.Item) -> bool:
+    """A timing cell under xdist: skipped here, it runs in the serial pass."""
+    return item.get_closest_marker("timing") is not None and _worker(item.config)[0] is not None
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("timing") is not None and _worker(item.config)[0] is not None:
+    if _deferred_timing(item):
         pytest.skip(f"pytest-benchmark is disabled under xdist; {TIMING_HINT}")
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Record the selected matrix cells (``selection/<part>.json``), then, under ``--resume``, deselect those the
+    run already completed. Runs where the cells are collected: the xdist workers, or the one serial process."""
+    state = config.stash[_STATE]
+    families = {item.nodeid: family for item in items if (family := _family(item)) is not None}
+    if not families:
+        return  # no matrix cell (e.g. only tests/): leave the report dir alone
+    if not config.option.collectonly:  # listing cells (e.g. to plan shards) is no run
+        try:
+            write_selection(state.run_dir, state.part, families)
+        except OSError as err:  # a full disk before any cell ran: stop with one line
+            state.stopped = True
+            pytest.exit(
+                f"diffbench: could not record the selected cells: {err}", returncode=pytest.ExitCode.TESTS_FAILED
+            )
+    done = [item for item in items if item.nodeid in state.completed]
+    if done:
+        items[:] = [item for item in items if item.nodeid not in state.completed]
+        config.hook.pytest_deselected(items=done)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(_STATE, None)
+    if state is None or not config.getoption("resume"):
+        return None
+    return f"diffbench: resuming run {state.run_id}: {len(state.completed)} completed cell(s) are not run again"
+
+
+_PHASES = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Collect a matrix cell's phase reports on the process that runs it; after teardown, append its outcome to
+    ``outcomes/<part>.jsonl`` (a cell whose process dies never gets one, so ``--resume`` runs it again)."""
+    report = yield
+    family = _family(item)
+    if family is None:
+        return report
+    phases = item.stash.setdefault(_PHASES, [])
+    phases.append(report)
+    if report.when == "teardown":
+        del item.stash[_PHASES]
+        _record_outcome(item, family, phases)
+    return report
+
+
+def _record_outcome(item: pytest.Item, family: str, phases: list[pytest.TestReport]) -> None:
+    state = item.config.stash[_STATE]
+    outcome = "failed" if any(r.failed for r in phases) else "skipped" if any(r.skipped for r in phases) else "passed"
+    if outcome == "skipped" and _deferred_timing(item):
+        return  # not done: the serial timing pass runs it
+    duration = sum(r.duration for r in phases)
+    try:
+        record_outcome(state.run_dir, state.part, cell=item.nodeid, family=family, outcome=outcome, duration=duration)
+    except OSError as err:
+        if outcome != "failed":  # a failed cell is rerun anyway; a passed one must not count as done silently
+            teardown = phases[-1]
+            teardown.outcome = "failed"
+            teardown.longrepr = f"diffbench: the cell {outcome} but its outcome could not be recorded: {err}"
 
 
 class _FailureCollector:
@@ -167,8 +327,13 @@ class _FailureCollector:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        family = next((name for name in discover() if name in report.keywords), None)
-        if not report.failed or family is None:
+        if not report.failed and not (report.when == "call" and report.passed):
+            return
+        family = self._family(report)
+        if family is None:
+            return
+        self.state.ran.add(report.nodeid)
+        if not report.failed:
             return
         lines = str(report.longrepr).strip().splitlines() if report.longrepr else []
         message = lines[-1] if lines else "failed"
@@ -176,24 +341,47 @@ class _FailureCollector:
             {"cell": report.nodeid, "family": family, "when": report.when, "message": message[:500]}
         )
 
+    def _family(self, report: pytest.TestReport) -> str | None:
+        """From the report's markers; a report xdist makes for a crashed worker has none, so then from the
+        module's name (``bench_<family>.py``) or the run's selection records."""
+        families = discover()
+        found = next((name for name in families if name in report.keywords), None)
+        if found is not None or report.when != "???":
+            return found
+        module = Path(report.nodeid.split("::")[0]).stem
+        if module.startswith("bench_") and module[len("bench_") :] in families:
+            return module[len("bench_") :]
+        return selected_families(self.state.run_dir).get(report.nodeid)
+
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash[_STATE]
     if state.is_worker:
         return
-    if not state.run_dir.exists() and not state.failures:
+    if state.stopped or (not state.run_dir.exists() and not state.failures):
         return  # nothing of the matrix ran (e.g. only tests/)
-    state.run_dir.mkdir(parents=True, exist_ok=True)
-    failures_path = state.run_dir / FAILURES_FILE
-    previous = json.loads(failures_path.read_text()) if failures_path.exists() else []
-    cells_now = {f["cell"] for f in state.failures}
-    failures = [f for f in previous if f["cell"] not in cells_now] + state.failures
-    failures_path.write_text(json.dumps(failures, indent=1))
-    rows = merge_parts(state.run_dir)
-    from diffbench.report.build import build_report
+    try:
+        failures = _write_failures(state)
+        rows = merge_parts(state.run_dir)
+        from diffbench.report.build import build_report
 
-    state.report_path = build_report(state.run_dir, rows=rows, failures=failures)
-    _point_latest(state.report_dir, state.run_id)
+        state.report_path = build_report(state.run_dir, rows=rows, failures=failures)
+        _point_latest(state.report_dir, state.run_id)
+    except OSError as err:  # a full disk, a report dir gone read-only: one clear line, not an INTERNALERROR
+        state.error = f"diffbench: could not write run {state.run_id} in {state.run_dir}: {err}"
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_failures(state: _State) -> list[dict]:
+    """``failures.json``: this session's failed cells, plus earlier sessions' for cells that did not run again."""
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    path = state.run_dir / FAILURES_FILE
+    previous = json.loads(path.read_text()) if path.exists() else []
+    failures = [f for f in previous if f["cell"] not in state.ran] + state.failures
+    with naming(path):
+        atomic_write_text(path, json.dumps(failures, indent=1))
+    return failures
 
 
 def _point_latest(report_dir: Path, run_id: str) -> None:
@@ -202,6 +390,9 @@ def _point_latest(report_dir: Path, run_id: str) -> None:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
+    if state is not None and state.error is not None:
+        terminalreporter.write_sep("=", "diffbench error", red=True)
+        terminalreporter.write_line(state.error, red=True)
     if state is not None and state.report_path is not None:
         terminalreporter.write_sep("=", "diffbench report")
         terminalreporter.write_line(f"run {state.run_id}: {state.report_path}")
@@ -213,10 +404,18 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def profile(pytestconfig: pytest.Config) -> Profile:
-    """The active scale (``--profile``)."""
-    return get_profile(pytestconfig.getoption("profile"))
+@pytest.fixture
+def diffbench_seed() -> int | None:
+    """This cell's seed under ``--seeds`` (the plugin parametrizes it); ``None`` otherwise: the profile's own."""
+    return None
+
+
+@pytest.fixture
+def profile(pytestconfig: pytest.Config, diffbench_seed: int | None) -> Profile:
+    """The active scale (``--profile``), with this cell's seed under ``--seeds``. Function-scoped so that one
+    session can run a cell at several seeds; building it is a dictionary look-up."""
+    base = get_profile(pytestconfig.getoption("profile"))
+    return base if diffbench_seed is None else replace(base, seed=diffbench_seed)
 
 
 @pytest.fixture(scope="session")
@@ -319,9 +518,8 @@ def record(
             f"{request.node.nodeid} uses `record` but carries no family marker ({', '.join(discover())})"
         )
     artifacts.reset_touched()
-    part = f"{_worker(request.config)[0] or 'main'}-{os.getpid()}"
     return Recorder(
-        RowWriter(state.run_dir, part),
+        RowWriter(state.run_dir, state.part),
         family=family,
         cell=request.node.nodeid,
         profile=profile,

@@ -59,7 +59,8 @@ def test_save_array_is_atomic_and_round_trips(tmp_path):
 
 
 def test_merge_parts_writes_sorted_rows_and_no_temp_files(tmp_path):
-    rows = [make_row(**{**BASE, "metric": m}) for m in ("w2", "mmd_rbf")]
+    # two cells (one attempt each: merge keeps one attempt per cell), written by two workers
+    rows = [make_row(**{**BASE, "metric": m, "cell": f"bench.py::t[{m}]"}) for m in ("w2", "mmd_rbf")]
     for i, row in enumerate(rows):
         RowWriter(tmp_path, f"gw{i}-1").write(row)
     merged = merge_parts(tmp_path)

@@ -1,7 +1,8 @@
 """Build a run's report from its result rows: ``summary.csv``, ``report.md``, ``index.html`` and ``figures/``.
 
-A report is a header (run ids, profiles, devices, versions, provenance, counts, failed cells), then one part per
-family: its sections, then the generic table of every metric by cell parameters. This module orchestrates and
+A report is a header (run ids, profiles, devices, versions, provenance, seeds, counts, failed cells), then one part
+per family: its sections, its seed repeats (mean over seeds and a 95% interval, when cells ran at several seeds;
+also in ``seeds.csv``), then the generic table of every metric by cell parameters. This module orchestrates and
 renders; it names no family. Each family's sections come from its family module (``Family.sections``, see
 :mod:`diffbench.families`), found when a report is built, so importing this module loads no family.
 """
@@ -30,6 +31,7 @@ from diffbench.report.sections import (
     rows_to_frame,
     summary_frame,
 )
+from diffbench.report.seeds import SEEDS_FILE, run_seed_summary, seed_section
 from diffbench.results import FAILURES_FILE, load_run
 
 SUMMARY_FILE = "summary.csv"
@@ -71,6 +73,7 @@ class _Header:
     devices: list[str]
     versions: list[str]
     sources: list[str]
+    seeds: list[str]
     num_rows: int
     num_cells: int
     families: list[str]
@@ -104,6 +107,7 @@ def _header(df: pd.DataFrame, raw_rows: list[dict], failures: list[dict]) -> _He
         devices=distinct("device"),
         versions=versions,
         sources=sorted({_source(r.get("provenance") or {}) for r in raw_rows} - {""}),
+        seeds=[str(s) for s in sorted({int(s) for s in df["seed"].dropna()})] if "seed" in df else [],
         num_rows=len(df),
         num_cells=len(df.drop_duplicates(["run_id", "cell"])),
         families=distinct("family"),
@@ -149,6 +153,7 @@ def _render_markdown(head: _Header, parts: list[tuple[str, list[Section]]]) -> s
         f"- **Device(s):** {', '.join(head.devices) or '-'}",
         f"- **Versions:** {' | '.join(head.versions) or '-'}",
         f"- **Code:** {' | '.join(head.sources) or '-'}",
+        f"- **Seed(s):** {', '.join(head.seeds) or '-'}",
         f"- **Cells:** {head.num_cells}, **rows:** {head.num_rows}, **families:** {', '.join(head.families) or '-'}",
         f"- **Failed cells:** {len(head.failures)}",
         "",
@@ -204,6 +209,7 @@ def _render_html(head: _Header, parts: list[tuple[str, list[Section]]]) -> str:
         ("Device(s)", ", ".join(head.devices)),
         ("Versions", " | ".join(head.versions)),
         ("Code", " | ".join(head.sources)),
+        ("Seed(s)", ", ".join(head.seeds)),
         ("Cells", str(head.num_cells)),
         ("Rows", str(head.num_rows)),
         ("Families", ", ".join(head.families)),
@@ -270,7 +276,8 @@ def build_report(
     failures: list[dict] | None = None,
     sections: Mapping[str, SectionBuilder] | None = None,
 ) -> Path:
-    """Write ``summary.csv``, ``tables/*.csv``, ``figures/*``, ``report.md`` and ``index.html`` into ``run_dir``.
+    """Write ``summary.csv``, ``tables/*.csv``, ``figures/*``, ``report.md`` and ``index.html`` into ``run_dir``
+    (and ``seeds.csv`` when some metric was measured at several seeds).
 
     ``sections`` maps a family name to its section builder (default: :func:`family_sections`); a family without
     one gets the generic table only.
@@ -288,6 +295,9 @@ def build_report(
     if len(df):
         df = latest_rows(df)
     atomic_write_text(run_dir / SUMMARY_FILE, summary_frame(df).to_csv(index=False))
+    seeds = run_seed_summary(df)
+    if (seeds["n_seeds"] >= 2).any():  # a run with seed repeats (--seeds): every metric's mean and interval
+        atomic_write_text(run_dir / SEEDS_FILE, seeds.to_csv(index=False))
 
     builders = family_sections() if sections is None else sections
     parts = []
@@ -303,6 +313,7 @@ def build_report(
             except Exception as exc:  # one broken section must not cost the run its report (and its tables)
                 message = f"The {family} sections could not be built: {type(exc).__name__}: {exc}"
                 built.append(Section("Section error", [Note(message)]))
+        built += seed_section(family_df, run_dir)
         built += generic_section(family_df, run_dir)
         parts.append((family, built))
     for _, built in parts:

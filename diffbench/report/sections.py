@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffbench.results import strip_seed
+
 PARAM_PREFIX = "param."
 ROW_COLUMNS = ("family", "cell", "run_id", "profile", "device", "seed", "metric", "value", "artifact", "time")
 EXTRACTOR = "extractor"  # from a row's ``context``: the feature extractor behind a FID / KID value
@@ -116,8 +118,9 @@ def generic_table(df: pd.DataFrame) -> pd.DataFrame:
     rows come from several runs). Repeated measurements of a cell (several seeds) are averaged; a blank means
     the cell did not record that metric or recorded a non-finite value."""
     index = (["run_id"] if df["run_id"].nunique() > 1 else []) + param_columns(df)
-    if not index:
+    if not index:  # cells without parameters: one line per cell, its seeds (``--seeds``) averaged
         index = ["cell"]
+        df = df.assign(cell=df["cell"].map(strip_seed))
     df = df.sort_values(index, key=sort_key, na_position="last", kind="stable")
     keys = df[index].astype(object).where(df[index].notna(), "")
     df = df.assign(_key=list(map(tuple, keys.to_numpy())))

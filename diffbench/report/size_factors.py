@@ -500,7 +500,7 @@ def determinism_note(frame: pd.DataFrame) -> str:
 
 
 def trust_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Trustworthiness per embedding: ``view, method, n, trustworthiness`` (latest run's value per pair)."""
+    """Trustworthiness per embedding: ``view, method, n, trustworthiness`` (seeds averaged)."""
     rows = df[df["metric"] == TRUST]
     columns = ["view", "method", "n", TRUST]
     if rows.empty:
@@ -508,7 +508,10 @@ def trust_table(df: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(
         {"view": _param(rows, "view"), "method": _param(rows, "method"), "n": _param(rows, "n"), TRUST: rows["value"]}
     )
-    return frame.groupby(["view", "method"], as_index=False, sort=True).last()[columns]
+    frame = frame.groupby(["view", "method"], as_index=False, sort=True).agg(
+        n=("n", "last"), **{TRUST: (TRUST, "mean")}
+    )
+    return frame[columns]
 
 
 def embedding_points(array: np.ndarray, columns: str, models: Sequence[str], steps: int | None = None) -> pd.DataFrame:

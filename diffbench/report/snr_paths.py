@@ -296,7 +296,7 @@ def heatmap_long(heatmap: np.ndarray, grid: np.ndarray, convention: str) -> pd.D
 
 def path_points(df: pd.DataFrame) -> pd.DataFrame:
     """``convention, path, i, snr_large, snr_small``: every path's points (γ0, γ1), by convention (seed, derived,
-    others), path (diagonal, dp_total, dp_large, others) and index; the latest recording of a point wins."""
+    others), path (diagonal, dp_total, dp_large, others) and index; a point's seeds averaged."""
     rows = df[df["metric"] == PATH_METRIC]
     columns = ["convention", "path", "i", "snr_large", "snr_small"]
     if rows.empty:
@@ -308,8 +308,10 @@ def path_points(df: pd.DataFrame) -> pd.DataFrame:
         snr_large=numeric_param(rows, "snr_large"),
         snr_small=rows["value"],
     )
-    rows = rows.sort_values("time", kind="stable", na_position="first")
-    rows = rows.drop_duplicates(["convention", "path", "i"], keep="last")
+    keys = ["convention", "path", "i"]  # a point recorded at several seeds (--seeds): their mean
+    rows = rows.groupby(keys, as_index=False, sort=False, dropna=False).agg(
+        snr_large=("snr_large", "first"), snr_small=("value", "mean")
+    )
     rows = rows.assign(_c=_rank(rows["convention"], CONVENTION_ORDER), _p=_rank(rows["path"], PATH_ORDER))
     return rows.sort_values(["_c", "_p", "i"], kind="stable")[columns].reset_index(drop=True)
 
@@ -339,7 +341,7 @@ def path_table(points: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
     keys = ["convention", "path"]
     if points.empty:
         return pd.DataFrame(columns=[*keys, "description", "error_total", "error_large"])
-    wide = points.pivot_table(index=keys, columns="snr_large", values="snr_small", aggfunc="last", sort=True)
+    wide = points.pivot_table(index=keys, columns="snr_large", values="snr_small", aggfunc="mean", sort=True)
     wide.columns = [snr_column(c) for c in wide.columns]
     wide = wide.reset_index()
     wide = (
@@ -671,14 +673,16 @@ def schedule_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def schedule_grids(rows: pd.DataFrame) -> pd.DataFrame:
-    """``steps, spacing, label, k, t``: every schedule's timesteps by step index (latest recording wins), by steps,
+    """``steps, spacing, label, k, t``: every schedule's timesteps by step index (seeds averaged), by steps,
     spacing (uniform, quadratic, snr, dp, dp_seed, others) and ``k``. ``rows`` from :func:`schedule_rows`."""
     chosen = rows[rows["metric"] == SCHEDULE_TIMESTEP]
     columns = ["steps", "spacing", "label", "k", "t"]
     if chosen.empty:
         return pd.DataFrame(columns=columns)
-    chosen = chosen.sort_values("time", kind="stable", na_position="first")
-    chosen = chosen.drop_duplicates(["steps", "spacing", "k"], keep="last").assign(t=lambda f: f["value"])
+    keys = ["steps", "spacing", "k"]  # a grid recorded at several seeds (--seeds): their mean timestep
+    chosen = chosen.groupby(keys, as_index=False, sort=False, dropna=False).agg(
+        label=("label", "first"), t=("value", "mean")
+    )
     chosen = chosen.assign(_s=_rank(chosen["spacing"], SPACING_ORDER))
     return chosen.sort_values(["steps", "_s", "k"], kind="stable")[columns].reset_index(drop=True)
 
