@@ -3,7 +3,7 @@
 nox -s tests                 unit and property tests
 nox -s lint                  ruff check + format check
 nox -s "bench(device='cpu')" the smoke matrix on one device (posargs go to pytest, e.g. -- -k cfg)
-nox -s nightly               bench + compare against reports/baseline (fails on regressions)
+nox -s nightly               bench + compare against reports/baseline (fails on regressions and missing rows)
 nox -s report -- RUN_DIR...  rebuild a report from saved rows
 """
 
@@ -55,10 +55,13 @@ def bench(session: nox.Session, device: str) -> None:
 
 @nox.session
 def nightly(session: nox.Session) -> None:
-    """The smoke matrix on CPU, then a regression report against the committed baseline."""
+    """The smoke matrix on CPU, then the regression gate against the committed baseline (reports/baseline):
+    nox -s nightly [-- -k batch_configs]; posargs narrow the matrix, and compare then treats the baseline rows of
+    the cells left out as excluded (it reads the run's selection record) while a selected cell's missing row fails."""
     _install(session)
     _matrix(session, "--device", "cpu")
-    # Directions and tolerance classes come from the metric registry (timings one-sided and loose).
+    # Tolerances: the baseline's seed-spread ones, else the registry's class rule (timings one-sided and loose);
+    # directions from the metric registry. See reports/baseline/README.md.
     session.run("diffbench", "compare", "reports/baseline", "reports/latest", "--out", "reports/latest/compare")
 
 

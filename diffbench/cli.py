@@ -1,9 +1,11 @@
 """The ``diffbench`` command: ``diffbench report`` rebuilds (or merges) reports, ``diffbench compare`` checks a run
-against a baseline, ``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``,
+against a baseline, ``diffbench baseline`` writes one (seed means, tolerances from the seed spread),
+``diffbench export-samples`` writes image samples as PNG folders for ``python -m pytorch_fid``,
 ``diffbench fid`` computes pytorch-fid's FID with the sample sizes, an interval and KID beside it,
-``diffbench verify-determinism`` checks that cached size_factors models sample bitwise-reproducibly from one seed.
+``diffbench verify-determinism`` checks that cached size_factors models sample bitwise-reproducibly from one seed,
+``diffbench submit`` runs the matrix as shards of a SLURM (or local) job array and ``diffbench status`` follows it.
 
-Exit codes: 0 success / no regression, 1 regression (compare), 2 bad input (the message names it).
+Exit codes: 0 success / no regression, 1 regression or missing row (compare), 2 bad input (the message names it).
 
 Each subcommand is one entry in ``COMMANDS``: a help line, a function adding its arguments, and a function
 ``run(args) -> exit code``. Adding a subcommand is adding one entry (see the export-samples hook below).
@@ -25,7 +27,16 @@ from typing import TYPE_CHECKING
 
 from diffbench.errors import UsageError
 from diffbench.io import atomic_path, atomic_write_text
-from diffbench.results import ARRAYS_DIR, FAILURES_FILE, PARTS_DIR, RESULTS_FILE, load_run, read_rows, safe_name
+from diffbench.results import (
+    ARRAYS_DIR,
+    FAILURES_FILE,
+    PARTS_DIR,
+    RESULTS_FILE,
+    load_run,
+    merge_parts,
+    read_rows,
+    safe_name,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +53,8 @@ class Command:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    # What the arguments after `--` are, for a command that passes them on (it gets them as args.passthrough).
+    passthrough: str | None = None
 
 
 # --- report -----------------------------------------------------------------------------------------------
@@ -112,7 +125,10 @@ def report(args: argparse.Namespace) -> int:
 
     run_dirs = [check_run_dir(p) for p in args.run_dirs]
     if len(run_dirs) == 1 and args.out is None:
-        print(build_report(run_dirs[0]))
+        # Merge the part files again: rows written since the last merge (cluster shards still running, or
+        # killed before their session's merge) count too.
+        rows = merge_parts(run_dirs[0]) if any((run_dirs[0] / PARTS_DIR).glob("*.jsonl")) else None
+        print(build_report(run_dirs[0], rows=rows))
         return 0
     out = args.out or Path("reports") / f"merged-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.resolve() == p.resolve() for p in run_dirs):
@@ -164,13 +180,23 @@ def _metric_tolerance(text: str) -> tuple[str, float]:
 
 
 def _configure_compare(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("baseline", type=Path, metavar="BASELINE", help="baseline run directory or results.jsonl")
+    parser.epilog = (
+        "A baseline row missing from CURRENT fails unless CURRENT's selection record (selection/*.json, written by "
+        "the pytest plugin) shows its cell was not selected; without a record every missing row fails."
+    )
+    parser.add_argument(
+        "baseline",
+        type=Path,
+        metavar="BASELINE",
+        help="a baseline (directory holding baseline.jsonl, or the file), or a run directory / results.jsonl",
+    )
     parser.add_argument("current", type=Path, metavar="CURRENT", help="current run directory or results.jsonl")
     parser.add_argument(
         "--tolerance",
         type=_tolerance,
         default=0.1,
-        help="default relative tolerance (default 0.1 = 10%% of |baseline|)",
+        help="default relative tolerance of keys without a seed tolerance in the baseline (default 0.1 = 10%% of "
+        "|baseline|)",
     )
     parser.add_argument(
         "--metric-tolerance",
@@ -178,24 +204,139 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=TOL",
-        help="per-metric tolerance; NAME may be a pattern like '*_seconds'",
+        help="per-metric relative tolerance, overriding the baseline's seed tolerances too; NAME may be a pattern "
+        "like '*_seconds'",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where compare.md / compare.csv go (default: the CURRENT run directory)"
     )
 
 
+def load_baseline(path: Path):
+    """``{key: BaselineEntry}`` of a baseline file (``path`` or ``path/baseline.jsonl``), else of the rows of a run
+    directory or results.jsonl (the old format: no tolerances; cells when the rows carry them)."""
+    from diffbench.report.baseline import find_baseline_file, read_baseline
+    from diffbench.report.compare import entries_from_rows
+
+    found = find_baseline_file(path) if path.exists() else None
+    if found is None:
+        return entries_from_rows(load_rows(path))
+    try:
+        entries = read_baseline(found).entries
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not entries:
+        raise UsageError(f"no keys in the baseline {found}")
+    return entries
+
+
+def current_selection(current: Path) -> dict[str, str | None] | None:
+    """``{node id: family}`` of the cells the CURRENT run selected (its run directory, or the directory of its
+    results file; family None where the record names none), None when it left no selection record."""
+    from diffbench.results import load_selection, selected_families
+
+    run_dir = current if current.is_dir() else current.parent
+    cells = load_selection(run_dir)
+    if cells is None:
+        return None
+    families = selected_families(run_dir)
+    return {cell: families.get(cell) for cell in cells}
+
+
 def compare(args: argparse.Namespace) -> int:
-    """Print the delta table, write compare.md/.csv; exit 1 when a metric regressed."""
+    """Print the delta table, write compare.md/.csv; exit 1 when a metric regressed or a selected baseline row is
+    missing."""
     from diffbench.report.compare import compare_runs, format_table, write_compare_report
 
-    baseline, current = load_rows(args.baseline), load_rows(args.current)
-    result = compare_runs(baseline, current, tolerance=args.tolerance, tolerances=dict(args.metric_tolerance))
+    baseline, current = load_baseline(args.baseline), load_rows(args.current)
+    selection = current_selection(args.current)
+    result = compare_runs(
+        baseline, current, tolerance=args.tolerance, tolerances=dict(args.metric_tolerance), selection=selection
+    )
     out = args.out or (args.current if args.current.is_dir() else args.current.parent)
     print(format_table(result))
     print(f"report: {write_compare_report(result, out)}")
-    print("REGRESSION" if result.has_regression else "OK")
-    return 1 if result.has_regression else 0
+    if result.failed:
+        print(f"REGRESSION: {len(result.regressions)} metric(s) failed, {len(result.missing_failed)} row(s) missing")
+    else:
+        print("OK")
+    return 1 if result.failed else 0
+
+
+# --- baseline ---------------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _configure_baseline(parser: argparse.ArgumentParser) -> None:
+    from diffbench.report.baseline import REL_FLOOR, SD_MULTIPLIER
+
+    parser.epilog = (
+        "Per key the mean over seeds and, for default-class keys with >= 2 seeds, the allowed change "
+        "max(k * sd, rel_floor * max(|mean|, 1e-3)); keys with one seed keep the registry class rule. Later runs "
+        "replace earlier ones per key and seed. See reports/baseline/README.md."
+    )
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="run directory or results.jsonl (a --seeds run, several runs to pool, an old baseline's results.jsonl)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory the baseline.jsonl goes to")
+    parser.add_argument(
+        "--sd-multiplier", type=_positive, default=SD_MULTIPLIER, metavar="K", help=f"k (default {SD_MULTIPLIER:g})"
+    )
+    parser.add_argument(
+        "--rel-floor",
+        type=_tolerance,
+        default=REL_FLOOR,
+        metavar="F",
+        help=f"relative floor of a seed tolerance (default {REL_FLOOR:g})",
+    )
+
+
+def baseline(args: argparse.Namespace) -> int:
+    """Write OUT/baseline.jsonl from the runs' rows (seed means and seed-spread tolerances)."""
+    from diffbench.report.baseline import MAX_BYTES, find_baseline_file, write_baseline
+
+    sources = []
+    for run in args.runs:
+        if run.exists() and find_baseline_file(run) is not None:
+            raise UsageError(
+                f"{run} is (or holds) a baseline file: means only, nothing to pool; give the runs it was built from "
+                f"(an old baseline's {RESULTS_FILE} is fine)"
+            )
+        sources.append((str(run), load_rows(run)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        path, written = write_baseline(sources, args.out, k=args.sd_multiplier, rel_floor=args.rel_floor)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    entries = written.entries.values()
+    seeded = sum(e.tol is not None for e in entries)
+    size = path.stat().st_size
+    print(
+        f"{path}: {len(written.entries)} keys, {seeded} with a seed tolerance, "
+        f"{len(written.entries) - seeded} on the class rule; {size / 1024**2:.2f} MiB"
+    )
+    if size > MAX_BYTES:
+        print(
+            f"warning: {path} is over {MAX_BYTES / 1024**2:g} MiB, the limit for the committed baseline",
+            file=sys.stderr,
+        )
+    old = args.out / RESULTS_FILE
+    if old.is_file():
+        print(f"note: {old} (old format) is still there; compare reads {path.name} first, delete the old file")
+    return 0
 
 
 # --- export-samples ---------------------------------------------------------------------------------------
@@ -422,8 +563,7 @@ def cached_model(
     """The trained size_factors model ``model_id`` from ``cache`` on ``device`` (eval mode), with labels
     ``i mod K`` for ``num_samples`` samples and the family's ``x0`` clip. Never trains: NotCached when the cache
     has no run for the model's spec (or only an unreadable one, which the benchmark would rebuild)."""
-    import torch
-
+    from diffbench.cache import ArtifactMissingError
     from diffbench.experiments import RUN_RECIPE_VERSION, cached_dataset, class_labels, model_at, num_classes_of
     from diffbench.families.size_factors import IMAGE_CLIP, model_spec
 
@@ -433,12 +573,10 @@ def cached_model(
     except (OSError, RuntimeError, ValueError) as exc:  # e.g. a torchvision dataset missing under --data-root
         raise UsageError(f"cannot build the spec of {model_id}: {exc}") from None
     path = cache.path("runs", spec, version=RUN_RECIPE_VERSION)
-    if not path.is_file():
-        raise NotCached(f"not in the cache {cache.root} (no {path.relative_to(cache.root)})")
-    try:
-        run = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt or not a weights-only pickle: the cache rebuilds such entries
-        raise NotCached(f"its cache entry {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    try:  # checked as the benchmark checks it (checksum, weights-only), never built
+        run = cache.load("runs", spec, version=RUN_RECIPE_VERSION)
+    except ArtifactMissingError as exc:
+        raise NotCached(str(exc)) from None
     labels = class_labels(num_samples, num_classes_of(spec))
     return DeterminismSubject(
         model=model_at(spec, run, spec.train.epochs, device),
@@ -605,11 +743,116 @@ def verify_determinism_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --- submit / status (cluster runs: diffbench/cluster.py) -------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _configure_submit(parser: argparse.ArgumentParser) -> None:
+    from diffbench.profiles import PROFILES
+
+    parser.usage = "diffbench submit [options] [PATH ...] [-- PYTEST_ARGS ...]"
+    parser.epilog = (
+        "The cells are what `pytest PATH -k EXPR -m EXPR PYTEST_ARGS` selects (matrix cells only; PATH defaults to "
+        "benchmarks/); cells that need one trained artifact share a shard. Every shard runs `pytest <its node ids> "
+        "--run-id <DIR name> --report-dir <DIR parent> --resume PYTEST_ARGS` here. Run submit again on the same "
+        "--run-dir to resubmit the shards with unfinished cells (a killed or failed shard). With --wait (the local "
+        "executor's default) the run is merged and its report built; exit 1 if a cell failed or did not finish."
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="test paths (default: benchmarks)")
+    parser.add_argument("-k", dest="keyword", default=None, metavar="EXPR", help="pytest -k expression")
+    parser.add_argument("-m", dest="markers", default=None, metavar="EXPR", help="pytest -m expression")
+    parser.add_argument("--run-dir", type=Path, required=True, metavar="DIR", help="the run (DIR name = run id)")
+    parser.add_argument("--shards", type=_positive_int, default=None, metavar="N", help="jobs (new runs only)")
+    parser.add_argument(
+        "--executor", choices=("local", "slurm"), default=None, help="default: local (resubmission: the run's last)"
+    )
+    parser.add_argument("--profile", default=None, choices=list(PROFILES), help="the matrix scale (pytest's default)")
+    parser.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for the jobs, then merge and report (default: yes for local, no for slurm)",
+    )
+    parser.add_argument(
+        "--costs-from", type=Path, default=None, metavar="RUN_DIR", help="balance shards by this run's cell durations"
+    )
+    slurm = parser.add_argument_group("slurm")
+    slurm.add_argument("--slurm-partition", default=None, metavar="P")
+    slurm.add_argument("--slurm-time", type=_positive_int, default=240, metavar="MIN", help="per job (default 240)")
+    slurm.add_argument("--slurm-gpus-per-task", type=_positive_int, default=None, metavar="G")
+    slurm.add_argument("--slurm-cpus-per-task", type=_positive_int, default=None, metavar="C")
+    slurm.add_argument("--slurm-mem", default=None, metavar="MEM", help="e.g. 32G")
+    slurm.add_argument("--slurm-array-parallelism", type=_positive_int, default=None, metavar="N")
+
+
+def _cluster():
+    try:
+        from diffbench import cluster
+    except ModuleNotFoundError as exc:
+        if exc.name != "submitit":
+            raise
+        raise UsageError("cluster runs need submitit: pip install 'diffbench[cluster]'") from None
+    return cluster
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """Shard the selected cells into one submitit job array; see :func:`diffbench.cluster.submit`."""
+    cluster = _cluster()
+    reserved = {"--run-id", "--report-dir", "--resume"} & {arg.split("=", 1)[0] for arg in args.passthrough}
+    if reserved:
+        raise UsageError(f"submit sets {', '.join(sorted(reserved))} itself; leave it out of the pytest arguments")
+    if args.costs_from is not None and not args.costs_from.is_dir():
+        raise UsageError(f"--costs-from {args.costs_from}: no such run directory")
+    slurm = cluster.SlurmOptions(
+        partition=args.slurm_partition,
+        time_min=args.slurm_time,
+        gpus_per_task=args.slurm_gpus_per_task,
+        cpus_per_task=args.slurm_cpus_per_task,
+        mem=args.slurm_mem,
+        array_parallelism=args.slurm_array_parallelism,
+    )
+    return cluster.submit(
+        args.run_dir,
+        shards=args.shards,
+        paths=args.paths,
+        keyword=args.keyword,
+        markers=args.markers,
+        pytest_args=[*(["--profile", args.profile] if args.profile else []), *args.passthrough],
+        executor=args.executor,
+        slurm=slurm,
+        wait=args.wait,
+        costs_from=args.costs_from,
+    )
+
+
+def _configure_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory made by `diffbench submit`")
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """Per shard of a submitted run: cells done / failed / pending and the job's state."""
+    return _cluster().status(args.run_dir)
+
+
 # --- the command table ------------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Command] = {
     "report": Command("rebuild a run's report, or merge several runs into one", _configure_report, report),
     "compare": Command("compare a run against a baseline; exit 1 on regression", _configure_compare, compare),
+    "baseline": Command(
+        "write a regression baseline (seed means, tolerances from the seed spread) from runs",
+        _configure_baseline,
+        baseline,
+    ),
     "export-samples": Command(
         "write a run's image samples (and real images) as PNG folders for pytorch-fid",
         _configure_export_samples,
@@ -625,6 +868,15 @@ COMMANDS: dict[str, Command] = {
         _configure_verify_determinism,
         verify_determinism_command,
     ),
+    "submit": Command(
+        "run the selected matrix cells as shards of one job array (SLURM, or local processes) into one run dir",
+        _configure_submit,
+        submit_command,
+        passthrough="pytest arguments for collection and every shard (profile, family options, --seeds, ...)",
+    ),
+    "status": Command(
+        "cells done / failed / pending per shard of a run made by `diffbench submit`", _configure_status, status_command
+    ),
 }
 
 
@@ -634,16 +886,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.help)
         command.configure(sub)
+        if command.passthrough:
+            sub.epilog = f"{sub.epilog or ''} Arguments after `--`: {command.passthrough}.".strip()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``diffbench`` command line; returns the exit code (0 ok, 1 regression, 2 bad input)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if argv and argv[0] in COMMANDS and COMMANDS[argv[0]].passthrough and "--" in argv:
+        argv, passthrough = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) and bad usage (2): return that code instead
         return exc.code if isinstance(exc.code, int) else 0
+    args.passthrough = passthrough
     try:
         return COMMANDS[args.command].run(args)
     except UsageError as exc:

@@ -7,6 +7,9 @@ import os
 import torch
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+# The cores this process may use, when it shares a machine with others it cannot see (a cluster shard: see
+# diffbench/cluster.py). xdist workers of that process split these, not the whole machine.
+THREADS_ENV = "DIFFBENCH_THREADS"
 
 
 def worker_index(worker_id: str | None) -> int:
@@ -48,9 +51,20 @@ def resolve_device(
     return torch.device(kind)
 
 
+def available_cores() -> int:
+    """``$DIFFBENCH_THREADS`` when set (a positive integer), else every core of the machine."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def threads_per_worker(num_workers: int, cores: int | None = None) -> int:
-    """CPU workers split the cores instead of oversubscribing them: ``max(1, cores // workers)``."""
-    cores = cores or os.cpu_count() or 1
+    """CPU workers split the cores (default :func:`available_cores`) instead of oversubscribing them:
+    ``max(1, cores // workers)``."""
+    cores = cores or available_cores()
     return max(1, cores // max(1, num_workers))
 
 

@@ -50,6 +50,10 @@ class Family:
     ``validate(options, profile)`` checks option combinations that need the profile (e.g. a size range that
     leaves nothing) and raises ``ValueError``; ``sections(df, run_dir)`` builds the family's report sections.
     Options are shared by identity: a family reusing another's option lists the same ``Option`` object.
+    ``shard_group(nodeid)`` names the trained artifact a cell needs, so ``diffbench submit`` puts the cells that
+    share one on the same cluster shard (which builds it once); cells of one key stay together, keys may be
+    shared across families. It gets the node id without its ``--seeds`` id (each seed is a group of its own).
+    ``None``: every cell is its own group.
     """
 
     name: str
@@ -58,6 +62,7 @@ class Family:
     options: tuple[Option, ...] = ()
     validate: Callable[[OptionValues, Profile], None] | None = None
     sections: SectionBuilder | None = None
+    shard_group: Callable[[str], str] | None = None
 
 
 @dataclass

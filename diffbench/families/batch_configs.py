@@ -273,4 +273,6 @@ FAMILY = Family(
     question="large-batch training: batch x LR rule at equal epochs and equal steps, with the gradient noise scale",
     seeds=("002",),
     sections=_sections,
+    # shard_group stays None (every cell its own cluster shard group): each run cell trains its own artifact,
+    # the perfect floor cells and the epoch timings train nothing that is cached.
 )

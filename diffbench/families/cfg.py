@@ -159,10 +159,17 @@ def _sections(df, run_dir: Path) -> list:
     return cfg.sections(df, run_dir)
 
 
+def _shard_group(nodeid: str) -> str:
+    """A cell (``test_guided_quality[data-s0.5-w3]``) goes with its model's other cfg and size_factors cells."""
+    model_id = nodeid.partition("[")[2].rpartition("-w")[0]
+    return sf.model_group(model_id) if model_id else nodeid
+
+
 FAMILY = Family(
     name="cfg",
     question="classifier-free guidance by size: guided vs unguided trajectories, teacher vs student, quality",
     seeds=("000", "001"),
     options=(sf.SIZE_FACTORS, sf.SIZE_RANGE, GUIDANCE_SCALES),
     sections=_sections,
+    shard_group=_shard_group,
 )

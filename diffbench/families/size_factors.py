@@ -670,6 +670,25 @@ def _sections(df, run_dir: Path) -> list:
     return size_factors.sections(df, run_dir)
 
 
+def model_group(model_id: str) -> str:
+    """The cluster shard group of every cell that uses the trained model ``model_id`` (here and in cfg)."""
+    return f"size_factors:{model_id}"
+
+
+def _shard_group(nodeid: str) -> str:
+    """A cell parametrized by a model id (``test_attention[data-s0.5]``) goes with that model's other cells, the
+    teacher reference with the teacher's; latency and embedding cells (no one trained model) stand alone."""
+    name, _, param = nodeid.partition("[")
+    model_id = param.removesuffix("]")
+    if name.endswith("::test_teacher_reference"):
+        return model_group(TEACHER)
+    try:
+        parse_model_id(model_id)
+    except ValueError:
+        return nodeid
+    return model_group(model_id)
+
+
 FAMILY = Family(
     name="size_factors",
     question="size factor vs quality, trajectories and efficiency",
@@ -677,4 +696,5 @@ FAMILY = Family(
     options=(SIZE_FACTORS, SIZE_RANGE),
     validate=_validate,
     sections=_sections,
+    shard_group=_shard_group,
 )
