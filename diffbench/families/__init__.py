@@ -53,7 +53,8 @@ class Family:
     ``shard_group(nodeid)`` names the trained artifact a cell needs, so ``diffbench submit`` puts the cells that
     share one on the same cluster shard (which builds it once); cells of one key stay together, keys may be
     shared across families. It gets the node id without its ``--seeds`` id (each seed is a group of its own).
-    ``None``: every cell is its own group.
+    ``None``: every cell is its own group. ``two_sided``: ``(param, value)`` pairs marking rows that
+    ``diffbench compare`` gates two-sided whatever their metric's direction (rows where closer is not better).
     """
 
     name: str
@@ -63,6 +64,7 @@ class Family:
     validate: Callable[[OptionValues, Profile], None] | None = None
     sections: SectionBuilder | None = None
     shard_group: Callable[[str], str] | None = None
+    two_sided: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass

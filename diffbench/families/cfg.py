@@ -172,4 +172,8 @@ FAMILY = Family(
     options=(sf.SIZE_FACTORS, sf.SIZE_RANGE, GUIDANCE_SCALES),
     sections=_sections,
     shard_group=_shard_group,
+    # Rows comparing a guided trajectory with the *same model's unguided* one measure how far guidance moves
+    # sampling, where closer is not better (a guidance that stopped working would "improve" every one of them):
+    # compare gates them two-sided. Against the teacher they keep their metric's direction.
+    two_sided=(("reference", "unguided"),),
 )

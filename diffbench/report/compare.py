@@ -20,7 +20,8 @@ the key fails when ``c`` moves beyond the *allowed change* in a failing way:
   better direction regresses when it moves the other way by more than the allowed change and improves when it
   moves its better way by more; one declared ``neither`` is two-sided (any move beyond the allowed change is
   "changed", which fails). An *undeclared* metric (e.g. in an old baseline) is two-sided too, and flagged
-  (class ``undeclared``). Keys matching :data:`TWO_SIDED_PARAMS` are two-sided whatever their metric's direction;
+  (class ``undeclared``). Keys with one of their family's ``two_sided`` params (``Family.two_sided``) are
+  two-sided whatever their metric's direction;
 - class ``default`` uses the run's ``tolerance``; ``timing`` is one-sided at ``TIMING_TOLERANCE`` (machines
   differ: a timing never fails two-sided); ``exact`` allows no change (a parameter count that moves is another
   model); ``info`` is shown and never fails (interval ends move with their estimate);
@@ -49,6 +50,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from diffbench.families import discover
 from diffbench.io import atomic_write_text
 from diffbench.metrics import registry
 from diffbench.metrics.registry import HIGHER, LOWER
@@ -58,13 +60,6 @@ TWO_SIDED = "two-sided"
 DEFAULT_TOLERANCE = 0.1
 ABS_FLOOR = 1e-3
 UNDECLARED = "undeclared"  # the tolerance class shown for a metric the registry does not know
-
-# Keys whose comparison has no better direction although their metric has one, as (family, param, value): cfg
-# compares each guided trajectory with the *same model's unguided* one (reference="unguided"); those distances and
-# similarities measure how far guidance moves sampling, where closer is not better (a guidance that stopped
-# working would "improve" every one of them), so they are gated two-sided. Against the teacher they keep their
-# direction.
-TWO_SIDED_PARAMS: tuple[tuple[str, str, object], ...] = (("cfg", "reference", "unguided"),)
 
 # A benchmark module per family (``benchmarks/bench_<family>.py``): the family of a selected cell that wrote no
 # rows, for baseline keys that carry no cell.
@@ -110,10 +105,11 @@ def tolerance_class(metric: str) -> str:
 
 
 def key_direction(family: str, params: Mapping[str, object], metric: str) -> str:
-    """The metric's direction, or ``"two-sided"`` when the key matches :data:`TWO_SIDED_PARAMS`."""
-    for fam, name, value in TWO_SIDED_PARAMS:
-        if family == fam and params.get(name) == value:
-            return TWO_SIDED
+    """The metric's direction, or ``"two-sided"`` when the key has one of its family's ``two_sided`` params
+    (:attr:`diffbench.families.Family.two_sided`: rows where closer is not better, e.g. cfg's guided vs unguided)."""
+    declared = discover().get(family)
+    if declared is not None and any(params.get(name) == value for name, value in declared.two_sided):
+        return TWO_SIDED
     return metric_direction(metric)
 
 
