@@ -81,13 +81,17 @@ def test_seed_tolerance_from_known_values(seeds_run):
     assert not any(m in ("fid_ci_low", "samples") for _, _, m in entries)  # info and arrays dropped
 
 
-def test_floor_near_zero_and_single_seed():
+def test_floor_near_zero_and_too_few_seeds():
     assert seed_tolerance(0.0, 0.0) == 0.01 * ABS_FLOOR
     assert seed_tolerance(-50.0, 0.1) == 0.5  # relative to |mean|
     assert seed_tolerance(5.0, 0.2, k=2, rel_floor=0) == 0.4
     one_seed = build_entries([[{"family": "f", "params": {}, "metric": "mmd_rbf", "value": 0.3, "seed": 0}]])
     (entry,) = one_seed.values()
     assert (entry.n, entry.sd, entry.tol) == (1, None, None)  # the class rule applies
+    two = {"family": "f", "params": {}, "metric": "mmd_rbf"}
+    two_seeds = build_entries([[{**two, "value": 0.3, "seed": 0}, {**two, "value": 0.5, "seed": 1}]])
+    (entry,) = two_seeds.values()
+    assert entry.n == 2 and entry.sd > 0 and entry.tol is None  # sd over two seeds is no tolerance: class rule
 
 
 def test_rounding_never_tightens():

@@ -11,7 +11,7 @@ old baseline for every key it has, and keys only the old baseline has are kept (
 ``artifact`` (arrays), metrics the registry declares as arrays, and metrics of the ``info`` class (shown, never
 gated) are left out; undeclared metrics are kept (compare flags them).
 
-**Tolerance.** For a key of the ``default`` class (or an undeclared metric) with ``n >= 2`` seeds of finite
+**Tolerance.** For a key of the ``default`` class (or an undeclared metric) with ``n >= 3`` seeds of finite
 values, the allowed absolute change is::
 
     tol = max(k * sd, rel_floor * max(|mean|, ABS_FLOOR))      k = 3, rel_floor = 0.01, ABS_FLOOR = 1e-3
@@ -20,7 +20,7 @@ with ``sd`` the sample standard deviation over seeds: a change counts when it is
 changing the seed does. The floor keeps keys whose seeds agree exactly (counts, seed-independent quantities;
 ``sd = 0``) from failing on floating-point round-off between machines (around 1e-6 relative), and caps how tight
 an unluckily small three-seed ``sd`` can make a key; at 1% it is still ten times tighter than the hand-set
-default (10%). Keys with one seed get no ``tol`` and compare applies the registry class rule (``--tolerance``,
+default (10%). Keys with fewer seeds get no ``tol`` and compare applies the registry class rule (``--tolerance``,
 default 10%); ``timing`` (one-sided, loose), ``exact`` (no change) and ``info`` keep their class rules whatever
 the spread.
 
@@ -58,10 +58,13 @@ VERSION = 1
 BASELINE_FILE = "baseline.jsonl"
 SD_MULTIPLIER = 3.0
 REL_FLOOR = 0.01
+# Seeds a key needs for a tolerance from their spread. Two are not enough: the sd of two values has one degree of
+# freedom, and a fresh seed lands beyond 3 sd of their mean about one time in four (|t_1| > 3 / sqrt(1.5)).
+MIN_SEEDS = 3
 MAX_BYTES = 2 * 1024 * 1024  # the committed baseline must stay under this
 SEEDED_CLASSES = ("default", UNDECLARED)  # classes whose tolerance comes from the seed spread
 RULE = (
-    "tol = max(k * sd, rel_floor * max(|mean|, abs_floor)) for default-class keys with n >= 2 seeds; "
+    f"tol = max(k * sd, rel_floor * max(|mean|, abs_floor)) for default-class keys with n >= {MIN_SEEDS} seeds; "
     "else the class rule"
 )
 
@@ -135,7 +138,7 @@ def build_entries(
         mean = sum(finite) / n if n else math.nan
         sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n >= 2 else None
         tol = None
-        if sd is not None and tolerance_class(key[2]) in SEEDED_CLASSES:
+        if n >= MIN_SEEDS and tolerance_class(key[2]) in SEEDED_CLASSES:
             tol = _round_up(seed_tolerance(mean, sd, k, rel_floor))
         cells = tuple(sorted(set().union(*(c for _, c in by_seed.values()))))
         entries[key] = BaselineEntry(
