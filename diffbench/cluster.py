@@ -361,8 +361,10 @@ def make_executor(kind: str, run_dir: Path, slurm: SlurmOptions) -> submitit.Aut
 
 
 def shard_threads(kind: str, shards: int, slurm: SlurmOptions) -> int | None:
-    """Torch threads of one shard's pytest: locally the cores split between the shards running at once; on
-    SLURM the CPUs asked per task (None: whatever the node gives)."""
+    """Torch threads of one shard's pytest: locally the cores split between the run's shards; on SLURM the CPUs
+    asked per task (None: whatever the node gives). A resubmitted shard keeps its run's thread count, even when
+    it runs alone: float reductions split over another number of threads differ in the last bits, and a rerun
+    cell must give the values an uninterrupted run gives."""
     from diffbench.devices import available_cores  # imports torch: not in the job process, which only waits
 
     if kind == "local":
@@ -376,7 +378,7 @@ def launch(
     """Submit the shards ``indices`` as one array; record each job in ``submit.json``; return the jobs."""
     from diffbench.devices import THREADS_ENV
 
-    threads = shard_threads(kind, len(indices), slurm)
+    threads = shard_threads(kind, len(submission["shards"]), slurm)
     env = {} if threads is None else {"OMP_NUM_THREADS": str(threads), THREADS_ENV: str(threads)}
     shards = [submission["shards"][i] for i in indices]
     executor = make_executor(kind, run_dir, slurm)

@@ -379,6 +379,10 @@ def test_killed_shard_is_resubmitted_without_duplicate_or_missing_rows(
     values = _values(rows)  # no (cell, metric) twice
     assert set(values) == {(c, m) for c in CELLS for m in ("tiny_value", "tiny_square", "tiny_threads")}
     assert all(values[(c, "tiny_value")] == k * 1.5 + 0.25 for k, c in enumerate(CELLS))
+    # The shard rerun alone keeps the run's threads per shard (other counts change float reductions' last bits).
+    threads = max(1, os.cpu_count() // 2)
+    assert {job["threads"] for shard in submission["shards"] for job in shard["jobs"]} == {threads}
+    assert {values[(c, "tiny_threads")] for c in CELLS} == {threads}
     # Only the cell killed half-way ran twice (its kept rows come from the rerun): --resume skipped the others.
     assert _attempts_per_cell(run_dir) == {c: 2 if c == cell else 1 for c in CELLS}
     assert next(r for r in rows if r["cell"] == cell)["attempt"] != f"main-{pid}"
