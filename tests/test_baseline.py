@@ -92,6 +92,11 @@ def test_floor_near_zero_and_too_few_seeds():
     two_seeds = build_entries([[{**two, "value": 0.3, "seed": 0}, {**two, "value": 0.5, "seed": 1}]])
     (entry,) = two_seeds.values()
     assert entry.n == 2 and entry.sd > 0 and entry.tol is None  # sd over two seeds is no tolerance: class rule
+    ratio = {"family": "f", "params": {}, "metric": "param_ratio"}  # exact class: no change allowed
+    agree = build_entries([[{**ratio, "value": 0.19650786861736252, "seed": s} for s in (0, 1, 2)]])
+    (entry,) = agree.values()
+    # Agreeing seeds give their value exactly (a size_factors param_ratio for which sum / 3 is one ulp off).
+    assert entry.mean == 0.19650786861736252 and sum([entry.mean] * 3) / 3 != entry.mean
 
 
 def test_rounding_never_tightens():

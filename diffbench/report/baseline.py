@@ -135,7 +135,8 @@ def build_entries(
     for key, by_seed in pooled.items():
         finite = [value for value, _ in by_seed.values() if math.isfinite(value)]
         n = len(finite)
-        mean = sum(finite) / n if n else math.nan
+        # Seeds that agree give exactly their value (sum / n can be off by an ulp: an `exact` key would then fail).
+        mean = math.nan if not n else finite[0] if len(set(finite)) == 1 else math.fsum(finite) / n
         sd = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n >= 2 else None
         tol = None
         if n >= MIN_SEEDS and tolerance_class(key[2]) in SEEDED_CLASSES:
