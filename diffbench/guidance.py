@@ -45,7 +45,10 @@ def _labels(y: Tensor | None, batch: int, classes: int) -> Tensor:
         raise ValueError("guidance needs class labels y [B]: pass cond={'y': labels} to the sampler")
     if y.shape != (batch,):
         raise ValueError(f"labels y must have shape [{batch}], got {list(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= classes):
+    # Reading the labels back to the host is not allowed while a CUDA graph is being captured; a captured sampler
+    # calls ``check_cond`` (this check) before every replay instead (diffbench.graphs).
+    capturing = y.is_cuda and torch.cuda.is_current_stream_capturing()
+    if len(y) and not capturing and (int(y.min()) < 0 or int(y.max()) >= classes):
         raise ValueError(f"labels must lie in [0, {classes - 1}] (the null label is not a class), got {y.tolist()}")
     return y
 
@@ -59,6 +62,10 @@ class ClassifierFreeGuidance(nn.Module):
         super().__init__()
         self.num_classes = _check_conditional(model, "classifier-free guidance")
         self.model, self.scale = model, check_scale(scale)
+
+    def check_cond(self, x: Tensor, y: Tensor | None = None) -> None:
+        """The label check of ``forward``, for a captured sampler to run before each replay."""
+        _labels(y, len(x), self.num_classes)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         y = _labels(y, len(x), self.num_classes)
@@ -76,7 +83,10 @@ class ClassifierGuidance(nn.Module):
     """``eps(x, t, y) = eps_u(x, t) - s sqrt(1 - abar_t) grad_x log p(y | x, t)`` (Dhariwal & Nichol 2021), with
     ``eps_u`` the model's null-label prediction and ``p`` a noise-aware classifier ``classifier(x, t) -> logits``.
     Scale 0 skips the classifier: the unguided null-label model exactly. Samplers run under ``no_grad``; the
-    gradient is taken with grad enabled locally on a detached copy of ``x``."""
+    gradient is taken with grad enabled locally on a detached copy of ``x``, which is why a sampler never captures
+    it as a CUDA graph (``capturable = False``)."""
+
+    capturable = False
 
     def __init__(self, model: nn.Module, classifier: nn.Module, schedule: NoiseSchedule, scale: float) -> None:
         super().__init__()

@@ -23,6 +23,7 @@ reads the global RNG.
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from diffbench import graphs
 from diffbench.models import device_of
 from diffbench.schedules import NoiseSchedule
 
@@ -217,6 +219,12 @@ def predict_x0_eps(
     abar = torch.as_tensor(abar_t, dtype=torch.float64)
     alpha = abar.sqrt().to(dtype=x_t.dtype, device=x_t.device)
     sigma = (1 - abar).sqrt().to(dtype=x_t.dtype, device=x_t.device)
+    return x0_eps(output, x_t, alpha, sigma, prediction)
+
+
+def x0_eps(output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor, prediction: str) -> tuple[Tensor, Tensor]:
+    """:func:`predict_x0_eps` with ``alpha = sqrt(abar_t)`` and ``sigma = sqrt(1 - abar_t)`` already in ``x_t``'s
+    dtype and on its device (a sampler's precomputed per-step coefficients)."""
     if prediction == "eps":
         return (x_t - sigma * output) / alpha, output
     if prediction == "v":
@@ -284,6 +292,102 @@ def check_eta(eta: float) -> float:
     return eta
 
 
+@dataclass(frozen=True)
+class DDIMPlan:
+    """DDIM's per-step coefficients on one grid (Song et al. 2021, eq. 12), computed once in float64 on the host
+    and held as ``[S]`` tensors in the samples' dtype on their device, so the sampling loop does no host work
+    (no ``.item()``, no host-to-device copies): the same loop runs eagerly and inside a CUDA graph
+    (:mod:`diffbench.graphs`).
+
+    Step ``i`` goes from ``timesteps[i]`` to ``t_prev[i]`` (``-1``: ``abar = 1``): ``sqrt_abar[i]`` and
+    ``sqrt_one_minus_abar[i]`` read the model output at ``abar_t``; ``x_prev = sqrt_abar_prev x0 + direction eps +
+    sigma z`` with ``sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)`` and
+    ``direction = sqrt(1 - abar_prev - sigma^2)``. ``noisy[i]`` says (on the host) whether step ``i`` draws ``z``.
+    """
+
+    timesteps: tuple[int, ...]
+    t_prev: tuple[int, ...]
+    eta: float
+    sqrt_abar: Tensor
+    sqrt_one_minus_abar: Tensor
+    sqrt_abar_prev: Tensor
+    direction: Tensor
+    sigma: Tensor
+    noisy: tuple[bool, ...]
+
+    @property
+    def noisy_steps(self) -> list[int]:
+        return [i for i, noisy in enumerate(self.noisy) if noisy]
+
+
+def ddim_plan(
+    timesteps: Sequence[int] | Tensor,
+    schedule: NoiseSchedule,
+    *,
+    eta: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> DDIMPlan:
+    """The :class:`DDIMPlan` of a strictly decreasing grid (checked) with ``eta`` in ``[0, 1]``."""
+    grid = check_timesteps(timesteps, schedule.num_steps)
+    check_eta(eta)
+    t_prev = [*grid[1:], -1]
+    a_t = schedule.alpha_bar[grid]
+    a_prev = torch.stack([abar_next(schedule, t) for t in t_prev])
+    sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
+    direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt()
+
+    def cast(values: Tensor) -> Tensor:
+        return values.to(dtype=dtype, device=device)
+
+    return DDIMPlan(
+        timesteps=tuple(grid),
+        t_prev=tuple(t_prev),
+        eta=float(eta),
+        sqrt_abar=cast(a_t.sqrt()),
+        sqrt_one_minus_abar=cast((1 - a_t).sqrt()),
+        sqrt_abar_prev=cast(a_prev.sqrt()),
+        direction=cast(direction),
+        sigma=cast(sigma),
+        noisy=tuple(bool(s > 0) for s in sigma),
+    )
+
+
+def ddim_loop(
+    model: EpsModel,
+    x: Tensor,
+    plan: DDIMPlan,
+    *,
+    noise: Callable[[int], Tensor] | None = None,
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+    prediction: str = "eps",
+    callback: SamplerCallback | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Walk ``plan`` from ``x`` (on the model's device, in the plan's dtype): the body of :func:`ddim_sample`.
+    ``noise(i)`` gives step ``i``'s ``z`` for each step with ``plan.noisy[i]``. Nothing here reads a tensor back to
+    the host, so the loop can be captured as one CUDA graph."""
+    cond = cond or {}
+    steps = tqdm(range(len(plan.timesteps)), disable=not progress, desc="sampling", leave=False)
+    for i in steps:
+        t_batch = torch.full((x.shape[0],), plan.timesteps[i], device=x.device, dtype=torch.long)
+        alpha, sigma_t = plan.sqrt_abar[i], plan.sqrt_one_minus_abar[i]
+        x0, eps = x0_eps(model(x, t_batch, **cond), x, alpha, sigma_t, prediction)
+        if clip_denoised is not None:
+            x0 = x0.clamp(-clip_denoised, clip_denoised)
+            _, eps = x0_eps(x0, x, alpha, sigma_t, "x0")
+        x_prev = plan.sqrt_abar_prev[i] * x0 + plan.direction[i] * eps
+        if plan.noisy[i]:
+            if noise is None:
+                raise ValueError(f"step {i} of this plan adds noise (eta = {plan.eta}): pass noise")
+            x_prev = x_prev + plan.sigma[i] * noise(i)
+        if callback is not None:
+            callback(SamplerStep(i=i, t=plan.timesteps[i], t_prev=plan.t_prev[i], x_t=x, x0=x0, eps=eps, x_prev=x_prev))
+        x = x_prev
+    return x
+
+
 @torch.no_grad()
 def ddim_sample(
     model: EpsModel,
@@ -298,6 +402,7 @@ def ddim_sample(
     prediction: str = "eps",
     callback: SamplerCallback | None = None,
     progress: bool = False,
+    cuda_graph: bool | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) from ``x_T`` ``[B, ...]`` over the strictly decreasing ``timesteps``:
     ``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``,
@@ -309,9 +414,14 @@ def ddim_sample(
     recomputes ``eps`` from it. ``prediction`` says what the model outputs (``"eps"``, ``"v"`` or ``"x0"``, see
     :func:`predict_x0_eps`). ``x_T`` is moved to the model's device; the model is called as
     ``model(x_t, t [B] long, **cond)``. ``callback`` gets a ``SamplerStep`` after every step.
+
+    ``cuda_graph``: replay the whole loop as one captured CUDA graph (:func:`ddim_graph`; small models are
+    launch-bound on a GPU). ``None`` (default) captures on a CUDA device once the same (model, shape, grid,
+    options) is sampled a second time, and never on a CPU; ``True`` requires it; ``False`` is the eager
+    reference. Captured samples equal eager ones to float tolerance, ``z`` is drawn from the same generators in
+    the same order outside the graph, and a callback gets the same steps after the replay.
     Returns the samples ``[B, ...]``.
     """
-    timesteps = check_timesteps(timesteps, schedule.num_steps)
     check_eta(eta)
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -323,21 +433,120 @@ def ddim_sample(
     _check_generator(generator, x_T.shape[0])
     device = device_of(model)
     x = x_T.to(device)
-    abar = schedule.alpha_bar
-    for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        a_t = abar[t]
-        a_prev = abar_next(schedule, t_prev)
-        t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-        x0, eps = denoise(model, x, t_batch, schedule, prediction=prediction, cond=cond, clip_denoised=clip_denoised)
-        sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
-        x_prev = ddim_step(x0, eps, a_prev, sigma)
-        if sigma > 0:
-            x_prev = x_prev + sigma.item() * randn(x.shape, generator, device)
-        if callback is not None:
-            callback(SamplerStep(i=i, t=t, t_prev=t_prev, x_t=x, x0=x0, eps=eps, x_prev=x_prev))
-        x = x_prev
-    return x
+    plan = ddim_plan(timesteps, schedule, eta=eta, dtype=x.dtype, device=device)
+    options = {"cond": cond, "clip_denoised": clip_denoised, "prediction": prediction}
+    if cuda_graph is not False:
+        captured = _sample_captured(model, x, plan, generator, callback, cuda_graph, progress, **options)
+        if captured is not None:
+            return captured
+    noise = lambda i: randn(x.shape, generator, device)  # noqa: E731
+    return ddim_loop(model, x, plan, noise=noise, callback=callback, progress=progress, **options)
+
+
+def _sample_captured(
+    model: EpsModel,
+    x: Tensor,
+    plan: DDIMPlan,
+    generator: Generators | None,
+    callback: SamplerCallback | None,
+    cuda_graph: bool | None,
+    progress: bool,
+    **options,
+) -> Tensor | None:
+    """:func:`ddim_sample` through its cached graph, or ``None`` where the eager loop runs instead (see its
+    ``cuda_graph``). The model's host-side input checks (``check_cond``), skipped inside the graph, run first;
+    the noise of every noisy step is drawn before the replay, in the eager loop's order."""
+    blocker = graphs.capture_blocker(model, x.device)
+    blocker = blocker or ("a captured loop has no per-step progress bar" if progress else None)
+    if blocker is not None:
+        if cuda_graph:
+            raise ValueError(f"cuda_graph=True: {blocker}")
+        return None
+    record = callback is not None
+    runner = graphs.cached(
+        model,
+        ddim_graph_key(model, x, plan, record=record, **options),
+        lambda: ddim_graph(model, x, plan, record=record, **options),
+        first_time_eager=cuda_graph is None,
+    )
+    if runner is None:
+        return None
+    check = getattr(model, "check_cond", None)
+    if check is not None:
+        check(x, **(options["cond"] or {}))
+    draws = [randn(x.shape, generator, x.device) for _ in plan.noisy_steps]
+    noise = torch.stack(draws) if draws else x.new_zeros((0, *x.shape))
+    samples, steps = runner(ddim_graph_inputs(x, noise, options["cond"]))
+    for step in steps:
+        callback(step)
+    return samples.clone()
+
+
+def ddim_graph_inputs(x: Tensor, noise: Tensor, cond: dict | None) -> dict[str, Tensor]:
+    """The named inputs of :func:`ddim_graph`: ``x``, ``noise`` and ``cond.<name>`` per conditioning tensor."""
+    return {"x": x, "noise": noise, **{f"cond.{name}": value for name, value in (cond or {}).items()}}
+
+
+def ddim_graph(
+    model: EpsModel,
+    x: Tensor,
+    plan: DDIMPlan,
+    *,
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+    prediction: str = "eps",
+    record: bool = False,
+    use_graph: bool = True,
+) -> graphs.CapturedCall:
+    """:func:`ddim_loop` over ``plan`` as one captured CUDA graph (:class:`diffbench.graphs.CapturedCall`) for
+    batches shaped like ``x`` and conditioning like ``cond``. Its inputs (:func:`ddim_graph_inputs`) are ``x_T``,
+    ``noise`` ``[K, B, ...]`` (the ``z`` of ``plan.noisy_steps`` in order, drawn by the caller outside the graph;
+    ``K = 0`` at ``eta = 0``) and the conditioning; its output is ``(samples, steps)``, ``steps`` every step's
+    :class:`SamplerStep` when ``record`` (else empty), all in the graph's memory until its next replay.
+    ``use_graph=False`` runs the same buffers eagerly (tests on a CPU)."""
+    slot = {step: k for k, step in enumerate(plan.noisy_steps)}
+    # Weakly: the graph cache is keyed weakly by the model, and a strong reference here would keep it alive.
+    model_ref = weakref.ref(model)
+
+    def run(inputs: dict[str, Tensor]) -> tuple[Tensor, list[SamplerStep]]:
+        steps: list[SamplerStep] = []
+        samples = ddim_loop(
+            model_ref(),
+            inputs["x"],
+            plan,
+            noise=lambda i: inputs["noise"][slot[i]],
+            cond={name[5:]: value for name, value in inputs.items() if name.startswith("cond.")},
+            clip_denoised=clip_denoised,
+            prediction=prediction,
+            callback=steps.append if record else None,
+        )
+        return samples, steps
+
+    noise = x.new_zeros((len(slot), *x.shape))
+    return graphs.CapturedCall(run, ddim_graph_inputs(x, noise, cond), use_graph=use_graph)
+
+
+def ddim_graph_key(
+    model: EpsModel,
+    x: Tensor,
+    plan: DDIMPlan,
+    *,
+    cond: dict | None = None,
+    clip_denoised: float | None = None,
+    prediction: str = "eps",
+    record: bool = False,
+) -> tuple:
+    """What a captured DDIM loop is specific to: where the model's weights live, the batch's shape, dtype and device,
+    the grid, ``eta``, prediction, clipping, the conditioning's shapes and whether steps are recorded. The model
+    itself (the cache's owner) covers guidance, a wrapper module per scale."""
+    signature = tuple(sorted((name, tuple(v.shape), v.dtype) for name, v in (cond or {}).items()))
+    return (
+        graphs.storage_key(model),
+        (tuple(x.shape), x.dtype, str(x.device)),
+        (plan.timesteps, plan.eta, prediction, clip_denoised),
+        signature,
+        record,
+    )
 
 
 @torch.no_grad()
