@@ -198,14 +198,30 @@ def ema_decay_at(step: int, decay: float, warmup: bool = True) -> float:
     return min(decay, (1 + step) / (10 + step)) if warmup else decay
 
 
-def _update_ema(ema: dict[str, Tensor], state: dict[str, Tensor], decay: float) -> None:
-    """``ema <- d ema + (1 - d) theta`` for floating-point entries; integer buffers (counters) are copied."""
-    with torch.no_grad():
-        for key, value in state.items():
-            if value.is_floating_point():
-                ema[key].lerp_(value, 1 - decay)
-            else:
-                ema[key].copy_(value)
+class _EMA:
+    """``ema <- d ema + (1 - d) theta`` for the floating-point entries of ``ema`` (a state dict), integer buffers
+    (counters) copied, against ``model``'s tensors, paired once (loading weights in place keeps the pairs valid):
+    one ``_foreach_lerp_`` per update instead of a kernel per tensor. On a CPU it is the same per-tensor ``lerp``."""
+
+    def __init__(self, ema: dict[str, Tensor], model: nn.Module) -> None:
+        live = {key: value.detach() for key, value in model.state_dict(keep_vars=True).items()}
+        floats = [key for key, value in live.items() if value.is_floating_point()]
+        self._ema, self._live = [ema[key] for key in floats], [live[key] for key in floats]
+        self._copied = [(ema[key], value) for key, value in live.items() if not value.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        torch._foreach_lerp_(self._ema, self._live, 1 - decay)
+        for target, value in self._copied:
+            target.copy_(value)
+
+
+def _to_device(values: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory without waiting, so drawing the next batch on the
+    host overlaps the current step (a copy from pageable memory would synchronise every step)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def _eval_state(weights: dict[str, Tensor], ema: dict[str, Tensor] | None) -> dict[str, Tensor]:
@@ -250,8 +266,10 @@ def train(
             )
     stateful_loss = callable(getattr(loss_fn, "state_dict", None))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    # On a GPU, the fused Adam/AdamW kernels: one launch per step instead of one per parameter tensor.
+    fused = {"fused": True} if device.type == "cuda" else {}
     opt = OPTIMIZERS[config.optimizer](
-        model.parameters(), lr=config.effective_lr, betas=config.betas, weight_decay=config.weight_decay
+        model.parameters(), lr=config.effective_lr, betas=config.betas, weight_decay=config.weight_decay, **fused
     )
     generator = torch.Generator().manual_seed(config.seed)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if config.ema_decay else None
@@ -292,15 +310,15 @@ def train(
             t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
         else:
             t = allowed_t[torch.randint(len(allowed_t), (len(idx),), generator=generator)]
-        noise = torch.randn(x0.shape, generator=generator).to(device)
+        noise = _to_device(torch.randn(x0.shape, generator=generator), device)
         if paired_noise is not None:
             noise = paired_noise[idx]
         cond = {}
         if num_classes and y_all is not None:
             y = y_all[idx]
-            drop = torch.rand(len(idx), generator=generator).to(device) < config.label_dropout
+            drop = _to_device(torch.rand(len(idx), generator=generator), device) < config.label_dropout
             cond["y"] = torch.where(drop, torch.full_like(y, num_classes), y)
-        t = t.to(device)
+        t = _to_device(t, device)
         return TrainBatch(x0, schedule.add_noise(x0, t, noise), t, noise, cond)
 
     def probe_noise_scale(epoch: int) -> dict[str, float]:
@@ -339,35 +357,41 @@ def train(
         unit="epoch",
         leave=False,
     )
+    ema_tracker = _EMA(ema, model) if ema is not None else None
     model.train()
     for epoch_index in bar:
         epoch = epoch_index + 1
         started = time.perf_counter()
         perm = torch.randperm(n, generator=generator)
-        loss_sum, grad_norm_sum = 0.0, 0.0
+        # Losses and gradient norms stay on the device until the epoch ends: reading one back every step would
+        # make the host wait for the device every step.
+        losses, grad_norms = [], []
         for step in range(steps_per_epoch):
-            idx = perm[step * config.batch_size : (step + 1) * config.batch_size].to(device)
+            idx = _to_device(perm[step * config.batch_size : (step + 1) * config.batch_size], device)
             loss = loss_fn(model, draw_batch(idx, generator))
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(
-                    f"loss became {loss_value} at epoch {epoch}, step {step + 1} (lr={config.effective_lr:.3g}, "
-                    f"batch={config.batch_size}); lower the learning rate or set grad_clip"
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             clip = config.grad_clip if config.grad_clip is not None else float("inf")
-            grad_norm_sum += float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+            grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
             opt.step()
-            if ema is not None:
+            if ema_tracker is not None:
                 # Every epoch has steps_per_epoch steps, so the step count after a resume follows from the epoch.
-                decay = ema_decay_at(epoch_index * steps_per_epoch + step, config.ema_decay, config.ema_warmup)
-                _update_ema(ema, model.state_dict(), decay)
-            loss_sum += loss_value
+                ema_tracker.update(
+                    ema_decay_at(epoch_index * steps_per_epoch + step, config.ema_decay, config.ema_warmup)
+                )
+            losses.append(loss.detach())
+        loss_values = torch.stack(losses).tolist()
+        bad = next((step for step, value in enumerate(loss_values) if not math.isfinite(value)), None)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"loss became {loss_values[bad]} at epoch {epoch}, step {bad + 1} (lr={config.effective_lr:.3g}, "
+                f"batch={config.batch_size}); lower the learning rate or set grad_clip"
+            )
+        # Summed in step order on the host, as the per-step values were before.
         row = {
             "epoch": float(epoch),
-            "loss": loss_sum / steps_per_epoch,
-            "grad_norm": grad_norm_sum / steps_per_epoch,
+            "loss": sum(loss_values) / steps_per_epoch,
+            "grad_norm": sum(torch.stack(grad_norms).tolist()) / steps_per_epoch,
             "lr": config.effective_lr,
             "steps": float(epoch * steps_per_epoch),
             "seconds": time.perf_counter() - started,

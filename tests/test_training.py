@@ -217,6 +217,17 @@ def test_nan_data_raises_non_finite_loss(gmm512):
         _run(bad)
 
 
+def test_a_non_finite_loss_mid_epoch_names_the_first_bad_step(gmm512):
+    """Losses are read once per epoch; the error still names the first step whose loss was not finite."""
+    x = gmm512.x.clone()
+    x[100] = float("nan")
+    bad = Dataset("gmm2d", "train", x, gmm512.y, gmm512.num_classes)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SMALL.seed))  # the trainer's first draw
+    step = int((perm == 100).nonzero()) // SMALL.batch_size + 1
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 1, step {step} \(lr"):
+        _run(bad)
+
+
 def test_ema_checkpoints_hold_ema_weights(gmm512, tmp_path):
     config = TrainConfig(epochs=4, batch_size=64, lr=1e-3, checkpoint_every=2, ema_decay=0.9)
     model, result = _run(gmm512, config, checkpoint_dir=tmp_path)
@@ -325,3 +336,40 @@ def test_train_cached_trains_once_and_model_at_loads_checkpoints(tmp_path):
     assert not model.training
     with pytest.raises(KeyError, match=r"epoch 3.*\[1, 2\]"):
         model_at(spec, run, 3, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------------ on a GPU
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("ema_decay", [None, 0.99])
+def test_cuda_training_tracks_the_cpu_run_and_resumes_bit_exactly(gmm512, tmp_path, ema_decay):
+    """The GPU path (pinned non-blocking copies, losses read once per epoch, fused Adam, one foreach EMA update)
+    draws the same batches as the CPU (one host generator), so its weights follow the CPU run's to float tolerance,
+    and an interrupted GPU run resumes to the uninterrupted GPU run's weights exactly."""
+    config = replace(SMALL, ema_decay=ema_decay)
+    cpu_model, cpu = _run(gmm512, config)
+    gpu_model, gpu = _run(gmm512, config, device="cuda")
+    for key, value in cpu_model.state_dict().items():
+        torch.testing.assert_close(gpu_model.state_dict()[key].cpu(), value, rtol=1e-3, atol=1e-4)
+    for row_cpu, row_gpu in zip(cpu.history, gpu.history, strict=True):
+        assert row_gpu["loss"] == pytest.approx(row_cpu["loss"], rel=1e-3)
+
+    def stop_at_3(epoch: int, row: dict) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(gmm512, config, device="cuda", checkpoint_dir=tmp_path, on_epoch_end=stop_at_3)
+    resumed_model, resumed = _run(gmm512, config, device="cuda", checkpoint_dir=tmp_path)
+    _assert_same_state(resumed_model.state_dict(), gpu_model.state_dict())
+    for epoch in gpu.checkpoints:
+        _assert_same_state(resumed.checkpoints[epoch], gpu.checkpoints[epoch])
+
+
+@needs_cuda
+def test_a_non_finite_loss_on_cuda_names_its_step(gmm512):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1 "):
+        _run(replace(gmm512, x=torch.full_like(gmm512.x, float("nan"))), device="cuda")
