@@ -283,6 +283,18 @@ DATASETS: dict[str, Callable[[str, DataConfig], Dataset]] = {
 }
 
 
+# (channels, classes) of each image dataset's samples, known without loading it: enough to build a model of the
+# right shape on a machine that lacks the data (the sampling-loop timings). tests/test_data.py checks the entries
+# of the datasets that load offline against what they load.
+IMAGE_GEOMETRY: dict[str, tuple[int, int]] = {
+    "digits": (1, 10),
+    "shapes": (3, len(SHAPE_SDFS)),
+    "mnist": (1, 10),
+    "cifar10": (3, 10),
+    "afhq": (3, 3),
+}
+
+
 def load_dataset(config: DataConfig | str, split: str = "train") -> Dataset:
     """Load ``split`` of the dataset described by ``config`` (a ``DataConfig`` or a registered name)."""
     if isinstance(config, str):

@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 from diffbench.data import (
     DATASETS,
     GMM,
+    IMAGE_GEOMETRY,
     DataConfig,
     DatasetUnavailableError,
     UnknownDatasetError,
@@ -148,3 +149,13 @@ def test_torchvision_dataset_missing_fails_fast_with_instructions(tmp_path, name
     assert str(tmp_path) in message
     assert "download=True" in message and f"torchvision.datasets.{cls_name}" in message
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
+
+
+@pytest.mark.parametrize("name", ["digits", "shapes"])
+def test_image_geometry_matches_what_the_offline_datasets_load(name):
+    dataset = load_dataset(DataConfig(name, image_size=16), "test")
+    assert IMAGE_GEOMETRY[name] == (dataset.sample_shape[0], dataset.num_classes)
+
+
+def test_every_image_dataset_has_a_geometry():
+    assert set(IMAGE_GEOMETRY) == set(DATASETS) - {"gmm2d"}

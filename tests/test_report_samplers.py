@@ -382,3 +382,43 @@ def test_the_one_step_verdict_uses_the_paired_difference_where_it_was_recorded()
     assert "yes: Δ = -2 [-3.1, -0.9] (paired, same noise and class): excludes 0: lower" in note
     table.loc[1, "fid_delta_ci_high"] = 0.5
     assert "not clearly: Δ = -2 [-3.1, +0.5]" in samplers.one_step_note(table)
+
+
+def _loop_row(teacher: str, batch: int, path: str, seconds: float, device: str = "cuda") -> dict:
+    params = {"teacher": teacher, "batch": batch, "path": path, "steps": 50, "parameters": 1000}
+    return {**ROW, "device": device, "cell": f"loop[{teacher}-{batch}-{path}]", "metric": "loop_seconds",
+            "value": seconds, "params": params, "run_id": "r"}  # fmt: skip
+
+
+def test_the_loop_table_has_one_line_per_teacher_and_batch_with_the_graphs_speed_up():
+    rows = [
+        _loop_row("standard", 64, "eager", 0.36),
+        _loop_row("standard", 64, "captured", 0.24),
+        _loop_row("smoke", 64, "forwards", 0.18),
+        _loop_row("smoke", 64, "eager", 0.20),
+        _loop_row("smoke", 64, "eager", 0.22),  # a repeated run: averaged
+        _loop_row("smoke", 64, "captured", 0.05),
+        _loop_row("smoke", 64, "diffusers", 0.21),
+        _loop_row("smoke", 64, "eager", 3.0, device="cpu"),
+    ]
+    table = samplers.loop_table(rows_to_frame(rows))
+    assert list(table[["device", "teacher"]].itertuples(index=False, name=None)) == [
+        ("cpu", "smoke"),
+        ("cuda", "smoke"),
+        ("cuda", "standard"),
+    ]
+    assert list(table.columns[5:]) == ["forwards", "eager", "captured", "diffusers", "eager / captured",
+                                       "diffusers / captured"]  # fmt: skip
+    smoke = table.iloc[1]
+    assert smoke["eager"] == pytest.approx(0.21) and smoke["eager / captured"] == pytest.approx(0.21 / 0.05)
+    assert smoke["diffusers / captured"] == pytest.approx(0.21 / 0.05)
+    assert np.isnan(table.iloc[2]["diffusers / captured"]) and np.isnan(table.iloc[0]["captured"])
+
+
+def test_cpu_only_loop_timings_say_why_the_graph_column_is_missing(tmp_path):
+    rows = [_loop_row("smoke", 64, p, s, device="cpu") for p, s in (("forwards", 2.9), ("eager", 3.0))]
+    sections = samplers.sections(rows_to_frame(rows), tmp_path)
+    assert [section.title for section in sections] == ["Sampling-loop overhead"]
+    notes = [item.text for item in sections[0].items if hasattr(item, "text")]
+    assert any("need a CUDA device" in note for note in notes)
+    assert any("No diffusers timings" in note for note in notes)

@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from diffbench import peers
 from diffbench.cache import ArtifactCache
+from diffbench.data import IMAGE_GEOMETRY
 from diffbench.distill import consistency_midpoint, progressive_grids
 from diffbench.experiments import (
     RunSpec,
@@ -47,15 +49,18 @@ from diffbench.families import Family, Measurements, Option, OptionValues
 from diffbench.families import batch_configs as bc
 from diffbench.families import size_factors as sf
 from diffbench.metrics.registry import BOOKKEEPING, LOWER, NEITHER, QUALITY, TIMING, Metric, declare
-from diffbench.profiles import Profile, SamplersPanel, StudentBudget
+from diffbench.profiles import PROFILES, Profile, SamplersPanel, StudentBudget, get_profile
 from diffbench.sampling import (
     TIMESTEP_SPACINGS,
     check_eta,
+    ddim_sample,
     randn,
     sample_generators,
     timesteps,
+    trailing_timesteps,
     uniform_timesteps,
 )
+from diffbench.schedules import ScheduleConfig
 from diffbench.training import TrainConfig
 
 declare(
@@ -135,6 +140,14 @@ def teacher_spec(profile: Profile, panel: str, data_root: str | None = None) -> 
     return bc.baseline_recipe(profile, panel_scale(profile, panel).teacher_epochs)
 
 
+def teacher_diffusion_steps(profile: Profile, panel: str) -> int:
+    """The panel teacher's ``T`` (DDPM's step count), read from the profile without loading its dataset, so the
+    cells of a profile whose data is not on this machine can still be listed."""
+    if panel == "image":
+        return profile.size_factors.diffusion_steps
+    return bc.baseline_recipe(profile, panel_scale(profile, panel).teacher_epochs).schedule.num_steps
+
+
 def _panel_cells(profile: Profile, panel: str) -> dict[str, list[Cell]]:
     """A panel's cells by method: the progressive chain (1 step first: that cell builds every round), DDIM at
     every eta and step count, DDPM, one-step and consistency."""
@@ -143,7 +156,7 @@ def _panel_cells(profile: Profile, panel: str) -> dict[str, list[Cell]]:
     return {
         "progressive": [Cell(panel, "progressive", 2**k, 0.0) for k in range(rounds)],
         "ddim": [Cell(panel, "ddim", steps, eta) for eta in scale.etas for steps in scale.ddim_steps],
-        "ddpm": [Cell(panel, "ddpm", teacher_spec(profile, panel).schedule.num_steps, 1.0)],
+        "ddpm": [Cell(panel, "ddpm", teacher_diffusion_steps(profile, panel), 1.0)],
         "one_step": [Cell(panel, "one_step", 1)],
         "consistency": [Cell(panel, "consistency", steps) for steps in CONSISTENCY_STEPS],
     }
@@ -377,6 +390,118 @@ def sampler_timer(
         _sample(spec, model, randn(shape, torch.Generator().manual_seed(profile.seed), device))
 
     return run, spec.n, {**cell.params, "spacing": spacing}
+
+
+# --- sampling-loop overhead: the GPU fast path (diffbench.graphs) against eager loops and diffusers ----------
+
+declare(
+    Metric("loop_seconds", LOWER, TIMING, "wall time of one 50-step DDIM batch by one sampling path", True, "timing"),
+)
+
+LOOP_STEPS = 50
+LOOP_BATCHES = (64, 512)
+# forwards: the model calls alone (the floor of any eager loop); eager: ddim_sample's reference loop; captured:
+# the same loop replayed as a CUDA graph; diffusers: DDIMScheduler's loop, the field's common peer; bf16 and
+# channels_last: the eager loop under bfloat16 autocast, resp. with the model and x in channels-last memory format
+# (measured options: neither is used unless these timings show it faster).
+LOOP_PATHS = ("forwards", "eager", "captured", "diffusers", "bf16", "channels_last")
+CUDA_ONLY_PATHS = ("captured", "bf16", "channels_last")
+
+
+class PathUnavailable(RuntimeError):
+    """A sampling path that cannot run here (no CUDA device for a graph, diffusers not installed)."""
+
+
+@dataclass(frozen=True)
+class LoopCell:
+    """One timed sampling path: the size_factors teacher of profile ``teacher`` (untrained weights; the cost is
+    the network's) drawing ``batch`` samples with DDIM-``LOOP_STEPS`` on the trailing grid."""
+
+    teacher: str
+    batch: int
+    path: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.teacher}-b{self.batch}-{self.path}"
+
+    @property
+    def params(self) -> dict:
+        return {"teacher": self.teacher, "batch": self.batch, "path": self.path, "steps": LOOP_STEPS}
+
+
+def loop_cells(profile: Profile) -> list[LoopCell]:
+    """The teachers of this profile and the smaller ones (smoke, standard, paper), at each batch, by each path."""
+    names = list(PROFILES)
+    teachers = names[: names.index(profile.name) + 1] if profile.name in names else [profile.name]
+    return [LoopCell(t, b, path) for t in teachers for b in LOOP_BATCHES for path in LOOP_PATHS]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loop_timer(cell: LoopCell, device: torch.device) -> tuple[Callable[[], None], dict]:
+    """``(run, params)``: ``run()`` draws the cell's batch by its path and waits for the device. The teacher is
+    built from its architecture alone (``IMAGE_GEOMETRY``), so a machine without the dataset can time it. Raises
+    :class:`PathUnavailable` where the path cannot run here."""
+    if cell.path in CUDA_ONLY_PATHS and device.type != "cuda":
+        raise PathUnavailable(f"the {cell.path} path is timed on CUDA devices only; this run is on {device}")
+    if cell.batch > min(LOOP_BATCHES) and device.type != "cuda":
+        raise PathUnavailable(
+            f"batch {cell.batch} is timed on CUDA devices only: a CPU is compute-bound already at batch "
+            f"{min(LOOP_BATCHES)}, where the question (is the loop launch-bound?) is answered"
+        )
+    profile = get_profile(cell.teacher)
+    scale = profile.size_factors
+    channels, classes = IMAGE_GEOMETRY[scale.dataset]
+    model = sf.model_config(profile, 1.0, channels, classes).build(seed=profile.seed).to(device).eval()
+    schedule = ScheduleConfig(scale.schedule, scale.diffusion_steps).build()
+    x_T = randn((cell.batch, channels, scale.image_size, scale.image_size), torch.Generator().manual_seed(0), device)
+    cond = sf.conditioning(cell.batch, classes, device)
+    grid = trailing_timesteps(schedule.num_steps, LOOP_STEPS)
+    params = {**cell.params, "parameters": sum(p.numel() for p in model.parameters())}
+
+    @torch.no_grad()
+    def forwards() -> None:
+        for t in grid:
+            model(x_T, torch.full((cell.batch,), t, device=device, dtype=torch.long), **cond)
+
+    if cell.path == "forwards":
+        sample = forwards
+    elif cell.path in ("eager", "captured", "channels_last"):
+        graph = cell.path == "captured"
+        if cell.path == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+            x_T = x_T.contiguous(memory_format=torch.channels_last)
+
+        def sample() -> None:
+            ddim_sample(model, x_T, grid, schedule, cond=cond, cuda_graph=graph)
+
+    elif cell.path == "bf16":
+
+        def sample() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                ddim_sample(model, x_T, grid, schedule, cond=cond, cuda_graph=False)
+
+    elif cell.path == "diffusers":
+        try:
+            scheduler = peers.diffusers_ddim(schedule)
+        except peers.PeerUnavailable as err:
+            raise PathUnavailable(str(err)) from None
+
+        def sample() -> None:
+            peers.diffusers_ddim_sample(model, x_T, scheduler, LOOP_STEPS, cond=cond)
+
+    else:
+        raise ValueError(f"unknown sampling path {cell.path!r}; choose one of {LOOP_PATHS}")
+
+    def run() -> None:
+        sample()
+        _synchronize(device)
+
+    return run, params
 
 
 # --- the family ----------------------------------------------------------------------------------------------

@@ -127,25 +127,31 @@ def student_ids(sizes: tuple[float, ...]) -> list[str]:
     return [student_id(mode, s) for s in sorted(sizes, reverse=True) for mode in MODES]
 
 
+def model_config(profile: Profile, size_factor: float, in_channels: int, num_classes: int) -> ModelConfig:
+    """The profile's UNet at ``size_factor`` (1: the teacher) for samples with ``in_channels`` and ``num_classes``
+    classes."""
+    arch = profile.size_factors.teacher
+    return ModelConfig.of(
+        "unet",
+        size_factor=size_factor,
+        in_channels=in_channels,
+        image_size=profile.size_factors.image_size,
+        base_channels=arch.base_channels,
+        channel_mults=arch.channel_mults,
+        num_res_blocks=arch.num_res_blocks,
+        attention_resolutions=arch.attention_resolutions,
+        dropout=arch.dropout,
+        num_classes=num_classes,
+    )
+
+
 def model_spec(profile: Profile, model_id: str, data_root: str | None = None) -> RunSpec:
     """The teacher's or a student's full spec; a distilled student's spec contains the teacher's."""
     scale = profile.size_factors
     mode, size = parse_model_id(model_id)
     data = DataConfig(scale.dataset, image_size=scale.image_size, seed=profile.seed, root=data_root)
     train_set = cached_dataset(data, "train")
-    arch = scale.teacher
-    model = ModelConfig.of(
-        "unet",
-        size_factor=size,
-        in_channels=train_set.sample_shape[0],
-        image_size=scale.image_size,
-        base_channels=arch.base_channels,
-        channel_mults=arch.channel_mults,
-        num_res_blocks=arch.num_res_blocks,
-        attention_resolutions=arch.attention_resolutions,
-        dropout=arch.dropout,
-        num_classes=train_set.num_classes,
-    )
+    model = model_config(profile, size, train_set.sample_shape[0], train_set.num_classes)
     train = TrainConfig(
         epochs=scale.teacher_epochs if mode == TEACHER else scale.student_epochs,
         batch_size=scale.batch_size,

@@ -193,6 +193,61 @@ def in_report_order(frame: pd.DataFrame, series: Sequence[str]) -> pd.DataFrame:
     return frame.sort_values(["panel", "series", "steps"], key=key, kind="stable").reset_index(drop=True)
 
 
+LOOP_METRIC = "loop_seconds"
+LOOP_PATHS = ("forwards", "eager", "captured", "diffusers", "bf16", "channels_last")  # the bench's order
+# (slower, faster): "how many times faster" columns; the measured options are compared with the eager loop.
+LOOP_RATIOS = (("eager", "captured"), ("diffusers", "captured"), ("eager", "bf16"), ("eager", "channels_last"))
+
+
+def loop_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per (device, teacher, batch) of the sampling-loop timings: ``device, teacher, parameters, batch,
+    steps``, seconds per path (:data:`LOOP_PATHS` order, absent paths left out), then the :data:`LOOP_RATIOS`
+    (``eager / captured``: how many times faster the graph is) where both paths were timed. Repeated runs
+    averaged."""
+    rows = df[df["metric"] == LOOP_METRIC]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(
+        teacher=param(rows, "teacher").astype(str),
+        path=param(rows, "path").astype(str),
+        batch=numeric_param(rows, "batch").astype(int),
+        steps=numeric_param(rows, "steps").astype(int),
+        parameters=numeric_param(rows, "parameters").astype(int),
+    )
+    keys = ["device", "teacher", "parameters", "batch", "steps"]
+    wide = rows.pivot_table(index=keys, columns="path", values="value", aggfunc="mean").reset_index()
+    paths = [p for p in LOOP_PATHS if p in wide] + sorted(set(wide.columns) - set(LOOP_PATHS) - set(keys))
+    wide = wide[[*keys, *paths]]
+    for slow, fast in LOOP_RATIOS:
+        if slow in wide and fast in wide:
+            wide[f"{slow} / {fast}"] = wide[slow] / wide[fast]
+    order = {name: i for i, name in enumerate(("smoke", "standard", "paper"))}
+    wide = wide.sort_values(
+        ["device", "teacher", "batch"], key=lambda c: c.map(order).fillna(len(order)) if c.name == "teacher" else c
+    )
+    wide.columns.name = None
+    return wide.reset_index(drop=True)
+
+
+def _loop_items(table: pd.DataFrame, out: Out) -> list[Note | Table]:
+    caption = (
+        "Seconds for one DDIM batch of each profile's teacher (untrained weights) by sampling path, median of 3 "
+        "after a warm-up round: `forwards` is the model calls alone (the floor of an eager loop), `eager` "
+        "diffbench's reference `ddim_sample`, `captured` the same loop replayed as one CUDA graph, `diffusers` "
+        "DDIMScheduler's loop on the same trailing grid, `bf16` and `channels_last` the eager loop under bfloat16 "
+        "autocast, resp. in channels-last memory format (one round where a round takes over 5 s). A ratio `a / b` "
+        "says how many times faster path b is than path a."
+    )
+    items: list[Note | Table] = [Table(caption, table, name=out.name("loop_overhead"))]
+    if "captured" not in table:
+        items.append(
+            Note("No captured-graph timings: they need a CUDA device (run the timing pass with --device cuda).")
+        )
+    if "diffusers" not in table:
+        items.append(Note("No diffusers timings: its cells were not selected, or diffusers is not installed there."))
+    return items
+
+
 def timing_table(rows: pd.DataFrame) -> pd.DataFrame:
     """``panel, series, steps, sampling_seconds_per_image``: the timing rows' mean per sampler cell."""
     timed = rows[(rows["metric"] == TIMING_METRIC) & rows["artifact"].isna()]
@@ -440,8 +495,12 @@ def sections(df: pd.DataFrame, run_dir: Path) -> list[Section]:
 
 
 def _run_sections(df: pd.DataFrame, out: Out, suffix: str) -> list[Section]:
+    loops = loop_table(df)
+    loop_section = [Section("Sampling-loop overhead" + suffix, _loop_items(loops, out))] if len(loops) else []
     rows = sampler_rows(df)
     if rows.empty:
+        if loop_section:
+            return loop_section
         return [Section("Samplers" + suffix, [Note("No sampler rows (with a panel and a method): nothing to plot.")])]
     table = quality_table(rows)
     styles = series_styles(rows)
@@ -453,7 +512,7 @@ def _run_sections(df: pd.DataFrame, out: Out, suffix: str) -> list[Section]:
         ("Distillation", _distillation_items(table, out)),
         ("All quality cells", _table_items(table, out)),
     ]
-    return [Section(title + suffix, items) for title, items in parts]
+    return [*(Section(title + suffix, items) for title, items in parts), *loop_section]
 
 
 def _absent_panels(table: pd.DataFrame, what: str) -> list[Note]:
