@@ -213,21 +213,23 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
 
 
 def load_baseline(path: Path):
-    """``{key: BaselineEntry}`` of a baseline file (``path`` or ``path/baseline.jsonl``), else of the rows of a run
-    directory or results.jsonl (the old format: no tolerances; cells when the rows carry them)."""
+    """``({key: BaselineEntry}, threads)`` of a baseline file (``path`` or ``path/baseline.jsonl``), else of the
+    rows of a run directory or results.jsonl (the old format: no tolerances; cells when the rows carry them);
+    ``threads``: the torch thread counts its CPU values were computed with (empty when not recorded)."""
     from diffbench.report.baseline import find_baseline_file, read_baseline
-    from diffbench.report.compare import entries_from_rows
+    from diffbench.report.compare import computed_with_threads, entries_from_rows
 
     found = find_baseline_file(path) if path.exists() else None
     if found is None:
-        return entries_from_rows(load_rows(path))
+        rows = load_rows(path)
+        return entries_from_rows(rows), computed_with_threads(rows)
     try:
-        entries = read_baseline(found).entries
+        read = read_baseline(found)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if not entries:
+    if not read.entries:
         raise UsageError(f"no keys in the baseline {found}")
-    return entries
+    return read.entries, list(read.header.get("threads") or [])
 
 
 def current_selection(current: Path) -> dict[str, str | None] | None:
@@ -246,9 +248,15 @@ def current_selection(current: Path) -> dict[str, str | None] | None:
 def compare(args: argparse.Namespace) -> int:
     """Print the delta table, write compare.md/.csv; exit 1 when a metric regressed or a selected baseline row is
     missing."""
-    from diffbench.report.compare import compare_runs, format_table, write_compare_report
+    from diffbench.report.compare import compare_runs, computed_with_threads, format_table, write_compare_report
 
-    baseline, current = load_baseline(args.baseline), load_rows(args.current)
+    (baseline, base_threads), current = load_baseline(args.baseline), load_rows(args.current)
+    threads = computed_with_threads(current)
+    if base_threads and threads and threads != base_threads:
+        print(
+            f"note: this run's CPU values were computed with {threads} torch thread(s), the baseline's with "
+            f"{base_threads}; values can differ beyond a seed tolerance for that reason alone (--threads)"
+        )
     selection = current_selection(args.current)
     result = compare_runs(
         baseline, current, tolerance=args.tolerance, tolerances=dict(args.metric_tolerance), selection=selection

@@ -361,10 +361,11 @@ def make_executor(kind: str, run_dir: Path, slurm: SlurmOptions) -> submitit.Aut
 
 
 def shard_threads(kind: str, shards: int, slurm: SlurmOptions) -> int | None:
-    """Torch threads of one shard's pytest: locally the cores split between the run's shards; on SLURM the CPUs
-    asked per task (None: whatever the node gives). A resubmitted shard keeps its run's thread count, even when
-    it runs alone: float reductions split over another number of threads differ in the last bits, and a rerun
-    cell must give the values an uninterrupted run gives."""
+    """Cores of one shard's pytest (``$DIFFBENCH_THREADS``, ``OMP_NUM_THREADS``): locally the machine's cores split
+    between the run's shards; on SLURM the CPUs asked per task (None: whatever the node gives). Its cells compute
+    their values with ``--threads`` (default 1) whatever this is, so a shard, a resubmitted shard running alone
+    and a plain pytest run give the same values; timing cells and ``--threads auto`` use these cores. A
+    resubmitted shard keeps its run's count."""
     from diffbench.devices import available_cores  # imports torch: not in the job process, which only waits
 
     if kind == "local":

@@ -1,4 +1,14 @@
-"""Which device each pytest-xdist worker uses, and how many CPU threads it may take."""
+"""Which device each pytest-xdist worker uses, and how many CPU threads it may take.
+
+Thread policy. A CPU float reduction split over another number of threads adds in another order, so a conv
+layer's output, and from there a whole training run, differs in the last bits, and a few metrics move beyond
+their tolerance (measured on the smoke matrix: 2,086 of 12,069 value keys differed by more than 1e-3 relative
+between one 2-thread process and two 1-thread workers). The threads that compute a cell's values are therefore
+a setting of their own (``--threads``, default :data:`DEFAULT_THREADS`), not a consequence of ``-n`` or of the
+machine's core count: the same selection gives the same values serially, under xdist, on a cluster shard and on
+a bigger machine. ``auto`` opts out (``cores // workers``: fastest, values then depend on the split). Timing
+cells always take ``cores // workers``: they run alone in the serial pass and measure the machine.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 # The cores this process may use, when it shares a machine with others it cannot see (a cluster shard: see
 # diffbench/cluster.py). xdist workers of that process split these, not the whole machine.
 THREADS_ENV = "DIFFBENCH_THREADS"
+DEFAULT_THREADS = "1"  # ``--threads``: the value cells' torch threads per process (see the module docstring)
 
 
 def worker_index(worker_id: str | None) -> int:
@@ -68,10 +79,18 @@ def threads_per_worker(num_workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, num_workers))
 
 
-def configure_threads(device: torch.device, num_workers: int) -> int:
-    """Set torch's intra-op threads for a CPU worker; returns the count (0 when the device is not a CPU)."""
-    if device.type != "cpu":
-        return 0
-    n = threads_per_worker(num_workers)
-    torch.set_num_threads(n)
-    return n
+def parse_threads(text: str | None) -> int | None:
+    """``--threads``: a positive integer, or ``auto`` (None: split the cores, :func:`threads_per_worker`)."""
+    text = (DEFAULT_THREADS if text is None else text).strip().lower()
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--threads must be a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
+def value_threads(spec: str | None, num_workers: int) -> int:
+    """Torch threads for the cells that compute values: ``--threads`` (``spec``), or the cores split between
+    the workers when it is ``auto``."""
+    fixed = parse_threads(spec)
+    return threads_per_worker(num_workers) if fixed is None else fixed

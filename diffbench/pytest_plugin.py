@@ -29,7 +29,13 @@ import pytest
 import torch
 
 from diffbench.cache import ArtifactCache
-from diffbench.devices import configure_threads, resolve_device, threads_per_worker
+from diffbench.devices import (
+    DEFAULT_THREADS,
+    parse_threads,
+    resolve_device,
+    threads_per_worker,
+    value_threads,
+)
 from diffbench.families import Measurements, all_options, discover
 from diffbench.io import atomic_symlink, atomic_write_text
 from diffbench.metrics import registry
@@ -53,6 +59,7 @@ from diffbench.results import (
 
 TIMING_HINT = "timing cells run in a serial pass: add `-m timing -n 0 --run-id latest` to join this report"
 _STATE = pytest.StashKey["_State"]()
+_THREADS_BEFORE = pytest.StashKey[int]()
 
 
 @dataclass
@@ -89,6 +96,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--device", default="auto", help="auto (gwN -> cuda:N mod count, else mps, else cpu), cpu, cuda, cuda:N or mps"
     )
     group.addoption(
+        "--threads",
+        default=DEFAULT_THREADS,
+        metavar="N|auto",
+        help=f"torch threads per process for the cells' computations on a CPU (default {DEFAULT_THREADS}: values "
+        "do not depend on -n or the core count); auto: cores // workers, faster serially but the values then "
+        "depend on the split. Timing cells always take cores // workers",
+    )
+    group.addoption(
         "--data-root",
         default=None,
         help="where torchvision datasets (mnist, cifar10) live (default: ~/.cache/diffbench/data)",
@@ -114,6 +129,7 @@ def option_values(config: pytest.Config) -> dict[str, object]:
 def _check_options(config: pytest.Config) -> None:
     """Bad option values, alone or against the profile: ``ValueError`` naming the value (a usage error)."""
     resolve_device(config.getoption("device"))
+    parse_threads(config.getoption("threads"))
     parse_seeds(config.getoption("seeds"))
     profile = get_profile(config.getoption("profile"))
     values = option_values(config)
@@ -153,10 +169,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_options(config)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
-    worker_id, workers = _worker(config)
-    if worker_id is not None:
-        # Every xdist worker (tests too, not only matrix cells) shares the cores instead of oversubscribing them.
-        torch.set_num_threads(threads_per_worker(workers))
+    # Every process that runs cells (and tests) computes with --threads torch threads, so values do not depend on
+    # -n or the core count; restored at unconfigure (an in-process pytester run must not change its caller's).
+    config.stash[_THREADS_BEFORE] = torch.get_num_threads()
+    torch.set_num_threads(value_threads(config.getoption("threads"), _worker(config)[1]))
     report_dir = Path(config.getoption("report_dir"))
     worker_input = getattr(config, "workerinput", None)
     if worker_input is not None:
@@ -184,6 +200,12 @@ class _XdistHooks:
         state = node.config.stash[_STATE]
         node.workerinput["diffbench_run_id"] = state.run_id
         node.workerinput["diffbench_completed"] = sorted(state.completed)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    before = config.stash.get(_THREADS_BEFORE, None)
+    if before is not None:
+        torch.set_num_threads(before)
 
 
 def _check_writable(run_dir: Path, option: str) -> None:
@@ -279,11 +301,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=done)
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(_STATE, None)
-    if state is None or not config.getoption("resume"):
-        return None
-    return f"diffbench: resuming run {state.run_id}: {len(state.completed)} completed cell(s) are not run again"
+    if state is None:
+        return []
+    threads = config.getoption("threads")
+    lines = [f"diffbench: CPU cells compute with --threads {threads} torch thread(s) per process"]
+    if config.getoption("resume"):
+        lines.append(
+            f"diffbench: resuming run {state.run_id}: {len(state.completed)} completed cell(s) are not run again"
+        )
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A timing cell on a CPU measures with the cores its process has (``cores // workers``), whatever
+    ``--threads`` says: it runs alone in the serial pass. Its fixtures (e.g. a trained teacher) were built at
+    ``--threads``, so it times the artifact the value cells use."""
+    device = getattr(item, "funcargs", {}).get("device")
+    if item.get_closest_marker("timing") is None or (isinstance(device, torch.device) and device.type != "cpu"):
+        return (yield)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads_per_worker(_worker(item.config)[1]))
+    try:
+        return (yield)
+    finally:
+        torch.set_num_threads(before)
 
 
 _PHASES = pytest.StashKey[list]()
@@ -420,11 +464,8 @@ def profile(pytestconfig: pytest.Config, diffbench_seed: int | None) -> Profile:
 
 @pytest.fixture(scope="session")
 def device(pytestconfig: pytest.Config) -> torch.device:
-    """This worker's device; CPU workers get ``cores // workers`` torch threads."""
-    worker_id, workers = _worker(pytestconfig)
-    dev = resolve_device(pytestconfig.getoption("device"), worker_id)
-    configure_threads(dev, workers)
-    return dev
+    """This worker's device (its CPU threads: ``--threads``, set at configure, see ``diffbench.devices``)."""
+    return resolve_device(pytestconfig.getoption("device"), _worker(pytestconfig)[0])
 
 
 @pytest.fixture(scope="session")

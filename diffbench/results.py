@@ -2,8 +2,9 @@
 
 Row fields: ``family``, ``cell`` (pytest node id), ``params`` (dict: what the cell varies, the row's identity),
 ``metric``, ``value`` (float, None if not finite), ``seed``, ``device``, ``profile``, ``run_id``, ``versions``
-(dict), ``time`` (ISO 8601), ``provenance`` (``{"git_sha", "git_dirty", "host"}`` of the process that wrote the
-row), and optionally:
+(dict), ``time`` (ISO 8601), ``provenance`` (``{"git_sha", "git_dirty", "host", "threads"}`` of the process that
+wrote the row; ``threads``: torch's intra-op threads when it was written, which CPU values depend on, see
+``diffbench.devices``), and optionally:
 
 - ``artifact``: a path relative to the run directory of an array the value summarises (e.g. the samples behind
   a scatter plot);
@@ -82,6 +83,8 @@ def make_row(
     artifacts: list[dict] | None = None,
 ) -> dict:
     """One result row (see the module docstring); ``artifact``, ``context`` and ``artifacts`` only when given."""
+    import torch
+
     value = float(value)
     row = {
         "family": family,
@@ -95,7 +98,7 @@ def make_row(
         "run_id": run_id,
         "versions": versions(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provenance": row_provenance(),
+        "provenance": {**row_provenance(), "threads": torch.get_num_threads()},
     }
     if artifact is not None:
         row["artifact"] = artifact

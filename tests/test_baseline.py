@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffbench.cli import main
 from diffbench.report.baseline import (
@@ -20,7 +21,7 @@ from diffbench.report.baseline import (
     seed_tolerance,
     write_baseline,
 )
-from diffbench.report.compare import ABS_FLOOR, row_key
+from diffbench.report.compare import ABS_FLOOR, computed_with_threads, row_key
 from diffbench.results import RESULTS_FILE, make_row, seed_id, write_selection
 
 FAMILY = "batch_configs"
@@ -166,6 +167,23 @@ def test_unchanged_run_passes(tmp_path, baseline_dir, capsys):
     assert main(["compare", str(baseline_dir), str(current)]) == 0
     out = capsys.readouterr().out
     assert out.rstrip().endswith("OK") and "±3 (n=3)" in out  # b128 mmd_rbf: seed 0 (1.0) is within 2 +- 3
+
+
+def test_a_run_at_other_threads_is_told_so(tmp_path, baseline_dir, capsys):
+    """The baseline records the threads its CPU values were computed with (timing rows do not count); compare
+    says when the current run's differ, and judges the values as usual."""
+    threads = torch.get_num_threads()
+    assert read_baseline(baseline_dir / BASELINE_FILE).header["threads"] == [threads]
+    current = nightly_run(tmp_path, "other-threads")
+    rows = [json.loads(line) for line in (current / RESULTS_FILE).read_text().splitlines()]
+    for row in rows:
+        row["provenance"]["threads"] = threads + 3 if row["metric"] != "epoch_seconds" else threads
+    assert computed_with_threads(rows) == [threads + 3]
+    (current / RESULTS_FILE).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    assert main(["compare", str(baseline_dir), str(current)]) == 0
+    out = capsys.readouterr().out
+    assert f"computed with [{threads + 3}] torch thread(s), the baseline's with [{threads}]" in out
+    assert out.rstrip().endswith("OK")
 
 
 def test_injected_regression_fails_and_is_named(tmp_path, baseline_dir, capsys):

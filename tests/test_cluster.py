@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from diffbench import cluster
-from diffbench.devices import THREADS_ENV
+from diffbench.devices import DEFAULT_THREADS, THREADS_ENV
 from diffbench.errors import UsageError
 from diffbench.results import OUTCOMES_DIR, PARTS_DIR, RESULTS_FILE, read_rows
 
@@ -264,19 +264,19 @@ def _values(rows: list[dict]) -> dict[tuple[str, str], float]:
     return out
 
 
-def test_local_submit_matches_a_plain_run(project: Path) -> None:
+def test_local_submit_matches_a_plain_run(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THREADS_ENV, "4")  # this process may use 4 cores: 2 per shard, whatever the machine has
     printed: list[str] = []
     run_dir = project / "reports" / "sharded"
     assert _submit(run_dir, printed) == 0, printed
     submission = cluster.read_submission(run_dir)
     # Matrix cells only, 2 shards of 3 (equal costs), together every cell once, each shard in collection order.
     assert [shard["cells"] for shard in submission["shards"]] == [CELLS[0::2], CELLS[1::2]]
-    assert all(len(shard["jobs"]) == 1 and shard["jobs"][0]["threads"] == max(1, os.cpu_count() // 2)
-               for shard in submission["shards"])  # fmt: skip
+    assert all(len(shard["jobs"]) == 1 and shard["jobs"][0]["threads"] == 2 for shard in submission["shards"])
     sharded = read_rows([run_dir / RESULTS_FILE])
-    # Two processes wrote the rows (one per shard), each with cores // shards torch threads.
+    # Two processes wrote the rows (one per shard), each given cores // shards, each computing at --threads.
     assert len({row["attempt"] for row in sharded}) == 2
-    assert {row["value"] for row in sharded if row["metric"] == "tiny_threads"} == {max(1, os.cpu_count() // 2)}
+    assert {row["value"] for row in sharded if row["metric"] == "tiny_threads"} == {int(DEFAULT_THREADS)}
 
     plain = subprocess.run(
         [sys.executable, "-m", "pytest", "bench_tiny.py", "--run-id", "plain", "--report-dir", "reports"],
@@ -286,9 +286,8 @@ def test_local_submit_matches_a_plain_run(project: Path) -> None:
     )
     assert plain.returncode == 0, plain.stdout[-2000:]
     plain_rows = read_rows([project / "reports" / "plain" / RESULTS_FILE])
-    quality = {key: v for key, v in _values(sharded).items() if key[1] != "tiny_threads"}
-    assert quality == {key: v for key, v in _values(plain_rows).items() if key[1] != "tiny_threads"}
-    assert len(quality) == 12 and quality[(CELLS[3], "tiny_value")] == 4.75
+    assert _values(sharded) == _values(plain_rows)  # the threads too: --threads, not the cores, sets them
+    assert len(_values(sharded)) == 18 and _values(sharded)[(CELLS[3], "tiny_value")] == 4.75
     # `diffbench report` works on the run dir (it re-merges the parts) and the status says every cell is done.
     from diffbench.cli import main
 
@@ -379,10 +378,10 @@ def test_killed_shard_is_resubmitted_without_duplicate_or_missing_rows(
     values = _values(rows)  # no (cell, metric) twice
     assert set(values) == {(c, m) for c in CELLS for m in ("tiny_value", "tiny_square", "tiny_threads")}
     assert all(values[(c, "tiny_value")] == k * 1.5 + 0.25 for k, c in enumerate(CELLS))
-    # The shard rerun alone keeps the run's threads per shard (other counts change float reductions' last bits).
+    # The shard rerun alone keeps the run's cores per shard, and its cells compute at --threads as before.
     threads = max(1, os.cpu_count() // 2)
     assert {job["threads"] for shard in submission["shards"] for job in shard["jobs"]} == {threads}
-    assert {values[(c, "tiny_threads")] for c in CELLS} == {threads}
+    assert {values[(c, "tiny_threads")] for c in CELLS} == {int(DEFAULT_THREADS)}
     # Only the cell killed half-way ran twice (its kept rows come from the rerun): --resume skipped the others.
     assert _attempts_per_cell(run_dir) == {c: 2 if c == cell else 1 for c in CELLS}
     assert next(r for r in rows if r["cell"] == cell)["attempt"] != f"main-{pid}"

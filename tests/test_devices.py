@@ -7,7 +7,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diffbench.devices import DEVICE_KINDS, configure_threads, resolve_device, threads_per_worker, worker_index
+from diffbench.devices import (
+    DEVICE_KINDS,
+    parse_threads,
+    resolve_device,
+    threads_per_worker,
+    value_threads,
+    worker_index,
+)
 
 
 @pytest.mark.parametrize("worker_id, index", [("gw0", 0), ("gw3", 3), ("gw12", 12), (None, 0), ("master", 0), ("", 0)])
@@ -80,16 +87,18 @@ def test_threads_never_oversubscribe(workers, cores):
     assert n >= 1 and (n * workers <= cores or n == 1)
 
 
-def test_configure_threads_leaves_accelerators_alone():
-    before = torch.get_num_threads()
-    assert configure_threads(torch.device("cuda", 0), 4) == 0
-    assert torch.get_num_threads() == before
+@pytest.mark.parametrize("text, threads", [("1", 1), (" 4 ", 4), ("auto", None), ("AUTO", None), (None, 1)])
+def test_parse_threads(text, threads):
+    assert parse_threads(text) == threads
 
 
-def test_configure_threads_sets_the_cpu_count():
-    before = torch.get_num_threads()
-    try:
-        n = configure_threads(torch.device("cpu"), 1)
-        assert n == threads_per_worker(1) and torch.get_num_threads() == n
-    finally:
-        torch.set_num_threads(before)
+@pytest.mark.parametrize("text", ["0", "-1", "1.5", "two", ""])
+def test_bad_threads_are_refused_by_name(text):
+    with pytest.raises(ValueError, match="--threads"):
+        parse_threads(text)
+
+
+@given(workers=st.integers(1, 64), fixed=st.integers(1, 32))
+def test_value_threads_do_not_depend_on_the_workers_unless_auto(workers, fixed):
+    assert value_threads(str(fixed), workers) == fixed
+    assert value_threads("auto", workers) == threads_per_worker(workers)

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffbench.results import (
     OUTCOMES_DIR,
@@ -289,6 +290,61 @@ def test_two_workers_and_one_process_record_identical_values(bench: pytest.Pytes
     assert values["xdist"] == values["serial"]
     attempts = {r["attempt"] for r in _results(bench.path / "reports" / "xdist")}
     assert {a.split("-")[0] for a in attempts} == {"gw0", "gw1"}, "both workers ran cells"
+
+
+THREADS_MODULE = """
+import pytest
+import torch
+
+from diffbench.metrics.registry import LOWER, NEITHER, QUALITY, TIMING, Metric, declare
+
+pytestmark = pytest.mark.metrics
+declare(
+    Metric("sum_of_a_million", NEITHER, QUALITY, "a float32 reduction whose rounding depends on the threads"),
+    Metric("timed_threads", LOWER, TIMING, "torch threads inside a timing cell", tolerance="timing"),
+)
+
+
+@pytest.mark.parametrize("cell", ["a", "b", "c"])
+def test_value(cell, record):
+    x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(ord(cell)))
+    record("sum_of_a_million", float(x.sum()), cell=cell)
+
+
+@pytest.mark.timing
+def test_timed(record):
+    record("timed_threads", float(torch.get_num_threads()))
+"""
+
+
+def test_values_do_not_depend_on_n_at_the_default_threads(pytester: pytest.Pytester, monkeypatch) -> None:
+    from diffbench.devices import THREADS_ENV, threads_per_worker
+
+    x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(ord("a")))
+    before = torch.get_num_threads()
+    try:  # the recorded sum does depend on the threads: the check below can fail
+        sums = {n: (torch.set_num_threads(n), float(x.sum()))[1] for n in (1, 2)}
+    finally:
+        torch.set_num_threads(before)
+    assert sums[1] != sums[2]
+    monkeypatch.setenv("DIFFBENCH_CACHE", str(pytester.path / "cache"))
+    monkeypatch.setenv(THREADS_ENV, "2")  # two cores, whatever this machine has: -n 0 with `auto` gets both
+    pytester.makepyfile(test_threads=THREADS_MODULE)
+    _run(pytester, "--run-id", "xdist", "-n", "2").assert_outcomes(passed=3, skipped=1)
+    _run(pytester, "--run-id", "serial", "-n", "0").assert_outcomes(passed=4)
+    _run(pytester, "--run-id", "auto", "-n", "0", "--threads", "auto").assert_outcomes(passed=4)
+    values, threads = {}, {}
+    for run in ("xdist", "serial", "auto"):
+        rows = _results(pytester.path / "reports" / run)
+        values[run] = {r["params"]["cell"]: r["value"] for r in rows if r["metric"] == "sum_of_a_million"}
+        metrics = {r["metric"] for r in rows}
+        threads[run] = {m: {r["provenance"]["threads"] for r in rows if r["metric"] == m} for m in metrics}
+    assert values["xdist"] == values["serial"] and len(values["serial"]) == 3
+    assert values["serial"]["a"] == sums[1] and values["auto"]["a"] == sums[2]
+    assert threads["xdist"] == {"sum_of_a_million": {1}}  # the timing cell waits for the serial pass
+    # A timing cell measures with the process's cores (here 2), whatever --threads the values use.
+    assert threads["serial"] == {"sum_of_a_million": {1}, "timed_threads": {threads_per_worker(1, cores=2)}}
+    assert threads["auto"] == {"sum_of_a_million": {2}, "timed_threads": {2}}
 
 
 def test_unwritable_report_dir_is_one_usage_error(bench: pytest.Pytester) -> None:

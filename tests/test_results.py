@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from diffbench.provenance import row_provenance
 from diffbench.results import ARRAYS_DIR, PARTS_DIR, RESULTS_FILE, RowWriter, load_run, make_row, merge_parts
@@ -27,8 +28,8 @@ BASE = dict(
 def test_row_fields_and_provenance_of_the_writer():
     row = make_row(**BASE)
     assert row["params"] == {"model": "mlp", "steps": 50} and type(row["params"]["steps"]) is int
-    assert row["provenance"] == row_provenance()
-    assert set(row["provenance"]) == {"git_sha", "git_dirty", "host"}
+    assert row["provenance"] == {**row_provenance(), "threads": torch.get_num_threads()}
+    assert set(row["provenance"]) == {"git_sha", "git_dirty", "host", "threads"}
     assert {"torch", "numpy", "python", "diffbench"} <= set(row["versions"])
     assert not {"artifact", "context", "artifacts"} & set(row)  # optional fields only when given
     json.dumps(row)

@@ -26,7 +26,9 @@ the spread.
 
 **File format** (``baseline.jsonl``, JSON lines, sorted): the first line is a header
 ``{"format": "diffbench-baseline", "version": 1, "sd_multiplier", "rel_floor", "abs_floor", "profiles",
-"sources", "keys", "rule", "created"}``; then one line per (family, cells, params)::
+"sources", "keys", "rule", "created", "threads"}`` (``threads``: the torch thread counts the CPU values were
+computed with, :func:`~diffbench.report.compare.computed_with_threads`); then one line per (family, cells,
+params)::
 
     {"family": "cfg", "cells": ["benchmarks/bench_cfg.py::test_x[teacher-w3]"], "params": {...},
      "metrics": {"mmd_rbf": [mean, n, sd, tol], ...}}
@@ -50,7 +52,15 @@ from pathlib import Path
 
 from diffbench.io import atomic_write_text
 from diffbench.metrics import registry
-from diffbench.report.compare import ABS_FLOOR, UNDECLARED, BaselineEntry, Key, row_key, tolerance_class
+from diffbench.report.compare import (
+    ABS_FLOOR,
+    UNDECLARED,
+    BaselineEntry,
+    Key,
+    computed_with_threads,
+    row_key,
+    tolerance_class,
+)
 from diffbench.results import strip_seed
 
 FORMAT = "diffbench-baseline"
@@ -191,6 +201,7 @@ def write_baseline(
             for name, rows in sources
         ],
         "keys": len(entries),
+        "threads": computed_with_threads(row for _, rows in sources for row in rows),
         "rule": RULE,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -266,6 +266,23 @@ def families_of_cells(selection: Collection[str] | Mapping[str, str], current_ro
     return {family for family in families if family}
 
 
+def computed_with_threads(rows: Iterable[dict]) -> list[int]:
+    """The torch thread counts (row ``provenance.threads``) the rows' non-timing values were computed with, sorted;
+    empty for rows that do not record it. CPU values depend on it (see ``diffbench.devices``), so a run compared
+    with a baseline computed at other threads can differ beyond a seed tolerance without a code change."""
+    threads = set()
+    for row in rows:
+        metric = registry.find(row["metric"])
+        count = (row.get("provenance") or {}).get("threads")
+        if (
+            count is not None
+            and str(row.get("device", "cpu")).startswith("cpu")
+            and (metric is None or metric.kind != registry.TIMING)
+        ):
+            threads.add(int(count))
+    return sorted(threads)
+
+
 def split_missing(
     missing: Iterable[Key],
     baseline: Mapping[Key, BaselineEntry],
