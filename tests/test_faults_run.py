@@ -321,12 +321,14 @@ def test_values_do_not_depend_on_n_at_the_default_threads(pytester: pytest.Pytes
     from diffbench.devices import THREADS_ENV, threads_per_worker
 
     x = torch.randn(1 << 20, generator=torch.Generator().manual_seed(ord("a")))
-    before = torch.get_num_threads()
-    try:  # the recorded sum does depend on the threads: the check below can fail
-        sums = {n: (torch.set_num_threads(n), float(x.sum()))[1] for n in (1, 2)}
+    before, sums = torch.get_num_threads(), {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            sums[n] = float(x.sum())
     finally:
         torch.set_num_threads(before)
-    assert sums[1] != sums[2]
+    assert sums[1] != sums[2], "the recorded sum depends on the threads, so the equality below can fail"
     monkeypatch.setenv("DIFFBENCH_CACHE", str(pytester.path / "cache"))
     monkeypatch.setenv(THREADS_ENV, "2")  # two cores, whatever this machine has: -n 0 with `auto` gets both
     pytester.makepyfile(test_threads=THREADS_MODULE)
