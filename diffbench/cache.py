@@ -8,7 +8,7 @@ when the builder's meaning changes (a new trainer, a changed UNet), so stale art
 
 An entry is two files under ``<root>/<kind>/``: ``<key>.pt``, exactly what the builder returned (``torch.save``),
 and ``<key>.json``, its record: the builder's provenance (git SHA and dirty flag, diffbench/torch/CUDA versions,
-device, host, time; see ``diffbench.provenance``) plus the ``sha256`` and ``size`` of the ``.pt`` bytes. The
+device, threads, host, time; see ``diffbench.provenance``) plus the ``sha256`` and ``size`` of the ``.pt`` bytes. The
 record is the commit point; the protocol, safe for several hosts on NFS:
 
 - Publish: the builder writes both files to temporary names unique per host, process and call, then hard-links

@@ -63,8 +63,8 @@ def provenance(device: object | None = None) -> dict[str, Any]:
     """Everything known about the code and machine doing a build now, as a JSON-able dict.
 
     Keys: ``git_sha``, ``git_dirty``, ``diffbench``, ``torch``, ``cuda`` (``torch.version.cuda``, None for a CPU
-    build), ``python``, ``host``, ``device`` (``str(device)`` or None) and ``time`` (UTC, ISO 8601, seconds).
-    """
+    build), ``python``, ``host``, ``device`` (``str(device)`` or None), ``threads`` (torch's intra-op threads: a
+    CPU build's weights depend on them, see ``diffbench.devices``) and ``time`` (UTC, ISO 8601, seconds)."""
     import torch
 
     from diffbench import __version__
@@ -76,5 +76,6 @@ def provenance(device: object | None = None) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "device": None if device is None else str(device),
+        "threads": torch.get_num_threads(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

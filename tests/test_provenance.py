@@ -15,7 +15,7 @@ import torch
 import diffbench
 from diffbench import provenance as prov
 
-KEYS = {"git_sha", "git_dirty", "diffbench", "torch", "cuda", "python", "host", "device", "time"}
+KEYS = {"git_sha", "git_dirty", "diffbench", "torch", "cuda", "python", "host", "device", "threads", "time"}
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
@@ -50,6 +50,7 @@ def test_provenance_has_every_field_with_the_values_of_this_process():
     assert got["torch"] == torch.__version__ and got["cuda"] == torch.version.cuda
     assert got["python"] == platform.python_version() and got["host"] == socket.gethostname()
     assert got["device"] == "cpu" and prov.provenance()["device"] is None
+    assert got["threads"] == torch.get_num_threads()
     when = datetime.fromisoformat(got["time"])
     assert when.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - when) < timedelta(minutes=1)
 
