@@ -53,3 +53,18 @@ def test_epoch_time(batch_size, profile, device, benchmark, record):
     seconds = benchmark.stats.stats.mean / epochs
     record("epoch_seconds", seconds, **params)
     assert seconds > 0
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("train_step", family.TRAIN_STEPS)
+@pytest.mark.parametrize("batch_size", [family.BASE_BATCH, family.BATCH_SIZES[-1]])
+def test_epoch_time_by_train_step(batch_size, train_step, profile, device, benchmark, record):
+    """On a GPU, does capturing the optimiser step pay? One epoch with every kernel launched from Python against
+    the whole step replayed as one CUDA graph (the small MLP is launch-bound), at the smallest and largest batch."""
+    if device.type != "cuda":
+        pytest.skip("the captured train step needs a CUDA device (--device cuda)")
+    run, epochs, params = family.epoch_timer(batch_size, profile, device, train_step=train_step)
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    seconds = benchmark.stats.stats.mean / epochs
+    record("epoch_seconds", seconds, **params)
+    assert seconds > 0

@@ -75,6 +75,9 @@ def distillation_loss(teacher: nn.Module) -> Callable[[nn.Module, TrainBatch], T
             target = teacher(batch.x_t, batch.t, **batch.cond)
         return torch.mean((target - student(batch.x_t, batch.t, **batch.cond)) ** 2)
 
+    # Device work only (the checks read attributes), so the trainer may capture its step where the teacher's
+    # forward can be captured too (diffbench.training.train_capture_blocker).
+    loss_fn.capturable = getattr(teacher, "capturable", True)
     return loss_fn
 
 
@@ -219,6 +222,9 @@ def one_step_loss(student: nn.Module, batch: TrainBatch) -> Tensor:
     pairs; the trainer hands each pair's noise as ``batch.noise`` and its sample as ``batch.x0`` (a dataset with
     paired noise, ``timesteps=[T-1]``). The student's output is its ``x0`` (``prediction="x0"``)."""
     return torch.mean((student(batch.noise, batch.t, **batch.cond) - batch.x0) ** 2)
+
+
+one_step_loss.capturable = True  # device work only: the trainer may capture its step
 
 
 # --- consistency distillation ------------------------------------------------------------------------------

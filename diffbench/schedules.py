@@ -112,10 +112,35 @@ class NoiseSchedule:
     def coefficients(self, t: Tensor, ndim: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
         """``(sqrt(abar_t), sqrt(1 - abar_t))`` shaped ``[B, 1, ..., 1]`` for broadcasting over ``ndim`` dims."""
         abar = self.alpha_bar[self._index(t).cpu()].to(device=device, dtype=torch.float32)
-        shape = (-1,) + (1,) * (ndim - 1)
-        return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
+        return _broadcast(abar.sqrt(), ndim), _broadcast((1 - abar).sqrt(), ndim)
 
     def add_noise(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """``q(x_t | x_0)`` sample: ``sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (Ho et al. eq. 4)."""
         a, s = self.coefficients(t, x0.ndim, x0.device)
         return a * x0 + s * noise
+
+    def noising_table(self, device: torch.device | str) -> NoisingTable:
+        """:meth:`add_noise` for every integer timestep as float32 tables on ``device``: the same values (the same
+        float32 square roots), without :meth:`add_noise`'s range check and host round trip per call."""
+        abar = self.alpha_bar.to(device=device, dtype=torch.float32)
+        return NoisingTable(abar.sqrt(), (1 - abar).sqrt())
+
+
+def _broadcast(values: Tensor, ndim: int) -> Tensor:
+    """``[B]`` values as ``[B, 1, ..., 1]`` (``ndim`` dims), to scale a batch per example."""
+    return values.reshape((-1,) + (1,) * (ndim - 1))
+
+
+@dataclass(frozen=True)
+class NoisingTable:
+    """``sqrt(abar_t)`` and ``sqrt(1 - abar_t)`` ``[T]`` (float32, on one device) of a schedule: ``q(x_t | x_0)``
+    samples by a gather on the device, so a training step that noises its batch does no host work and can be
+    captured as a CUDA graph (:mod:`diffbench.graphs`). ``t`` must be valid ``long`` timesteps on that device:
+    they are not checked (checking would read them back to the host)."""
+
+    sqrt_abar: Tensor
+    sqrt_one_minus_abar: Tensor
+
+    def add_noise(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """``sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (Ho et al. eq. 4), bitwise :meth:`NoiseSchedule.add_noise`."""
+        return _broadcast(self.sqrt_abar[t], x0.ndim) * x0 + _broadcast(self.sqrt_one_minus_abar[t], x0.ndim) * noise

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffbench import graphs
 from diffbench.cache import NON_DEFAULT
 from diffbench.data import Dataset
 from diffbench.io import atomic_torch_save
@@ -140,6 +141,11 @@ def epsilon_loss(model: nn.Module, batch: TrainBatch) -> Tensor:
     return torch.mean((model(batch.x_t, batch.t, **batch.cond) - batch.noise) ** 2)
 
 
+# A loss marked ``capturable = True`` does only device work (no host draws, no host reads): the trainer may capture
+# its optimiser step as a CUDA graph. Unmarked losses are never captured.
+epsilon_loss.capturable = True
+
+
 class DualScaleLoss:
     """LIFT's objective (seed 003) for a dual-scale model ``model(x_large, x_small, t_large, t_small) ->
     (eps_large, eps_small)`` (``DualScaleUNet``): the sum of the two scales' eps-prediction MSEs,
@@ -224,6 +230,64 @@ def _to_device(values: Tensor, device: torch.device) -> Tensor:
     return values.pin_memory().to(device, non_blocking=True)
 
 
+def train_capture_blocker(model: nn.Module, loss_fn: LossFn, device: torch.device) -> str | None:
+    """Why ``train`` cannot capture its optimiser step as a CUDA graph, or ``None``: the model's reasons
+    (:func:`diffbench.graphs.capture_blocker`), a loss not marked ``capturable`` (it may draw or read on the host),
+    or active dropout (its masks would follow the graph's RNG offsets instead of the eager stream)."""
+    blocker = graphs.capture_blocker(model, device)
+    if blocker is None and not getattr(loss_fn, "capturable", False):
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        blocker = f"the loss {name} is not marked capturable (it may do host work per step)"
+    if blocker is None and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        blocker = "the model has active dropout, whose masks a graph would draw differently from the eager step"
+    return blocker
+
+
+def _step_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict]]:
+    """A copy of what an optimiser step changes: the weights (and buffers) and the optimiser's per-parameter state."""
+    weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    params = [p for group in opt.param_groups for p in group["params"]]
+    return weights, [{k: v.clone() if isinstance(v, Tensor) else v for k, v in opt.state[p].items()} for p in params]
+
+
+@torch.no_grad()
+def _restore_step_state(model: nn.Module, opt: torch.optim.Optimizer, saved: tuple[dict[str, Tensor], list[dict]]):
+    """Put back :func:`_step_state`'s copy *in place* (a captured graph reads these very tensors). Optimiser state
+    the copy lacks was created by the steps since (Adam's first step) and is reset to what a fresh optimiser
+    starts from: zeros (the step count and both moments)."""
+    weights, states = saved
+    for key, value in model.state_dict().items():
+        value.copy_(weights[key])
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for p, before in zip(params, states, strict=True):
+        for key, value in opt.state[p].items():
+            if not isinstance(value, Tensor):
+                opt.state[p][key] = before.get(key, value)
+            elif key in before:
+                value.copy_(before[key])
+            else:
+                value.zero_()
+
+
+def capture_train_step(
+    step: Callable[[dict[str, Tensor]], tuple[Tensor, Tensor]],
+    example: dict[str, Tensor],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+) -> graphs.CapturedCall:
+    """``step(inputs) -> (loss, grad_norm)`` (one whole optimiser step) captured as a CUDA graph over buffers shaped
+    like ``example``. The capture's warm-up runs (:class:`diffbench.graphs.CapturedCall`) take real optimiser
+    steps; the weights and optimiser state are put back afterwards, so training goes on as if they had not run.
+    The gradients the graph writes stay referenced by the runner (``runner.grads``) for as long as it lives."""
+    saved = _step_state(model, opt)
+    try:
+        runner = graphs.CapturedCall(step, example)
+    finally:
+        _restore_step_state(model, opt, saved)
+    runner.grads = [p.grad for p in model.parameters()]
+    return runner
+
+
 def _eval_state(weights: dict[str, Tensor], ema: dict[str, Tensor] | None) -> dict[str, Tensor]:
     state = ema if ema is not None else weights
     return {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -241,6 +305,7 @@ def train(
     timesteps: Sequence[int] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    cuda_graph: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset`` and return its checkpoints and per-epoch log.
 
@@ -254,6 +319,13 @@ def train(
     training timesteps to a set (drawn uniformly from it; default: all of ``[0, T)``), as step distillation
     trains only on its sampler's grid. A dataset with ``noise`` (one-step distillation's (noise, teacher sample)
     pairs) hands each sample its own noise instead of a fresh draw.
+
+    ``cuda_graph``: run each optimiser step (batch noising, loss, backward, clipping, Adam) as a replay of one
+    captured CUDA graph per batch size (:func:`capture_train_step`; small models are launch-bound on a GPU). The
+    host draws the batch's indices, timesteps, noise and label-dropout mask as before, from the same generator
+    in the same order; EMA updates and the epoch's log stay outside the graph. ``None`` (default) captures on a
+    CUDA device where :func:`train_capture_blocker` finds no reason not to, ``True`` insists (a clear error
+    where it cannot), ``False`` runs eagerly. On a CPU the eager step always runs.
     """
     device = torch.device(device)
     model.to(device)
@@ -266,8 +338,13 @@ def train(
             )
     stateful_loss = callable(getattr(loss_fn, "state_dict", None))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    # On a GPU, the fused Adam/AdamW kernels: one launch per step instead of one per parameter tensor.
-    fused = {"fused": True} if device.type == "cuda" else {}
+    blocker = train_capture_blocker(model, loss_fn, device)
+    if cuda_graph and blocker is not None:
+        raise ValueError(f"cuda_graph=True: {blocker}")
+    capture = cuda_graph is not False and blocker is None
+    # On a GPU, the fused Adam/AdamW kernels (one launch per step instead of one per parameter tensor), capturable
+    # (the step count on the device) whether or not this run captures, so both paths run the same update.
+    fused = {"fused": True, "capturable": True} if device.type == "cuda" else {}
     opt = OPTIMIZERS[config.optimizer](
         model.parameters(), lr=config.effective_lr, betas=config.betas, weight_decay=config.weight_decay, **fused
     )
@@ -302,24 +379,46 @@ def train(
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     n = len(x_all)
 
-    def draw_batch(idx: Tensor, generator: torch.Generator) -> TrainBatch:
-        """The batch of examples ``idx``: timesteps, then noise, then label dropout, drawn from ``generator`` in
-        that order (the order is part of bit-exact resume)."""
-        x0 = x_all[idx]
+    noising = schedule.noising_table(device)
+
+    def draw_inputs(idx: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """The host's draws for the examples ``idx`` (a host tensor): timesteps, then noise, then the label-dropout
+        mask, from ``generator`` in that order (the order is part of bit-exact resume), on the device."""
         if allowed_t is None:
             t = torch.randint(schedule.num_steps, (len(idx),), generator=generator)
         else:
             t = allowed_t[torch.randint(len(allowed_t), (len(idx),), generator=generator)]
-        noise = _to_device(torch.randn(x0.shape, generator=generator), device)
-        if paired_noise is not None:
-            noise = paired_noise[idx]
-        cond = {}
+        inputs = {"idx": idx, "t": t, "noise": torch.randn((len(idx), *x_all.shape[1:]), generator=generator)}
         if num_classes and y_all is not None:
+            inputs["drop"] = torch.rand(len(idx), generator=generator) < config.label_dropout
+        return {name: _to_device(value, device) for name, value in inputs.items()}
+
+    def compose(inputs: dict[str, Tensor]) -> TrainBatch:
+        """The batch of :func:`draw_inputs`' draws, by device work alone (a captured step runs it in its graph).
+        Labels under the dropout mask become the null label ``num_classes``; a dataset's paired noise replaces the
+        drawn noise, which is drawn all the same (the generator's sequence does not depend on the dataset)."""
+        idx, t = inputs["idx"], inputs["t"]
+        x0 = x_all[idx]
+        noise = paired_noise[idx] if paired_noise is not None else inputs["noise"]
+        cond = {}
+        if "drop" in inputs:
             y = y_all[idx]
-            drop = _to_device(torch.rand(len(idx), generator=generator), device) < config.label_dropout
-            cond["y"] = torch.where(drop, torch.full_like(y, num_classes), y)
-        t = _to_device(t, device)
-        return TrainBatch(x0, schedule.add_noise(x0, t, noise), t, noise, cond)
+            cond["y"] = torch.where(inputs["drop"], torch.full_like(y, num_classes), y)
+        return TrainBatch(x0, noising.add_noise(x0, t, noise), t, noise, cond)
+
+    clip = config.grad_clip if config.grad_clip is not None else float("inf")
+
+    def optimizer_step(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """One optimiser step on the batch of ``inputs``; returns the loss and the gradient norm before clipping.
+        No host work: the same function runs eagerly and inside a CUDA graph."""
+        loss = loss_fn(model, compose(inputs))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss.detach(), grad_norm
+
+    captured: dict[int, graphs.CapturedCall] = {}  # batch size -> its captured step (the last batch may be smaller)
 
     def probe_noise_scale(epoch: int) -> dict[str, float]:
         """The gradient noise scale at the current weights from ``noise_scale_probe`` fresh micro-batches (drawn
@@ -333,7 +432,7 @@ def train(
         )
         with torch.random.fork_rng(devices=cuda):
             losses = (
-                loss_fn(model, draw_batch(torch.randint(n, (size,), generator=probe_gen).to(device), probe_gen))
+                loss_fn(model, compose(draw_inputs(torch.randint(n, (size,), generator=probe_gen), probe_gen)))
                 for _ in range(count)
             )
             estimate = gradient_noise_scale(list(model.parameters()), losses, size)
@@ -367,19 +466,22 @@ def train(
         # make the host wait for the device every step.
         losses, grad_norms = [], []
         for step in range(steps_per_epoch):
-            idx = _to_device(perm[step * config.batch_size : (step + 1) * config.batch_size], device)
-            loss = loss_fn(model, draw_batch(idx, generator))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = config.grad_clip if config.grad_clip is not None else float("inf")
-            grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-            opt.step()
+            inputs = draw_inputs(perm[step * config.batch_size : (step + 1) * config.batch_size], generator)
+            if capture:
+                size = len(inputs["idx"])
+                if size not in captured:
+                    captured[size] = capture_train_step(optimizer_step, inputs, model, opt)
+                # The graph's outputs are overwritten by its next replay: keep copies.
+                loss, grad_norm = (value.clone() for value in captured[size](inputs))
+            else:
+                loss, grad_norm = optimizer_step(inputs)
+            grad_norms.append(grad_norm)
             if ema_tracker is not None:
                 # Every epoch has steps_per_epoch steps, so the step count after a resume follows from the epoch.
                 ema_tracker.update(
                     ema_decay_at(epoch_index * steps_per_epoch + step, config.ema_decay, config.ema_warmup)
                 )
-            losses.append(loss.detach())
+            losses.append(loss)
         loss_values = torch.stack(losses).tolist()
         bad = next((step for step, value in enumerate(loss_values) if not math.isfinite(value)), None)
         if bad is not None:

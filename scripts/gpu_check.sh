@@ -28,7 +28,8 @@ python -m pytest benchmarks -n 4 --device cuda --report-dir "$runs" --run-id mat
     tail -5
 echo "smoke matrix --device cuda -n 4: $(echo "$(date +%s.%N) - $start" | bc) s" | tee "$out/matrix.txt"
 
-echo "== GMM training epochs (batch_configs timing cells)"
-python -m pytest benchmarks -k batch_configs -m timing -n 0 --device cuda --report-dir "$runs" --run-id matrix \
+echo "== GMM training epochs (batch_configs timing cells: default step, then eager vs captured)"
+python -m pytest benchmarks -k batch_configs -m timing -n 0 --device cuda --report-dir "$runs" --run-id epochs \
     -p no:cacheprovider -q 2>&1 | tail -3
-grep '"epoch_seconds"' "$runs/matrix/results.jsonl" > "$out/epoch_seconds.jsonl" && wc -l "$out/epoch_seconds.jsonl"
+grep '"epoch_seconds"' "$runs/epochs/results.jsonl" > "$out/epoch_seconds.jsonl" && wc -l "$out/epoch_seconds.jsonl"
+cp "$runs/epochs/tables/batch_configs_timing.csv" "$out/" && cat "$out/batch_configs_timing.csv"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from diffbench.report.batch_configs import (
+    _timing,
     converged_step,
     critical_batch,
     difference_tolerance,
@@ -247,6 +248,27 @@ def test_critical_batch_recovers_a_known_trade_off():
     perfect.loc[perfect["config"] == "b128_lr1e-04", "steps_to_target_w2"] = 3000.0
     result = critical_batch(perfect)
     assert result["scaling_exponent"] == pytest.approx(1.0) and math.isnan(result["measured_b_crit"])
+
+
+def test_the_timing_table_sets_the_captured_step_beside_the_eager_one():
+    """Default-step rows keep their column; a GPU run's train_step rows become eager and captured columns with
+    speed-up = eager / captured per batch size (means over repeated rows)."""
+    steps = [None, None, "eager", "eager", "captured", "eager", "captured"]
+    frame = pd.DataFrame(
+        {
+            "metric": "epoch_seconds",
+            "param.batch_size": [128, 1280, 128, 128, 128, 1280, 1280],
+            "param.train_step": steps,
+            "value": [1.0, 0.5, 2.0, 4.0, 0.5, 1.0, 0.25],
+        }
+    )
+    (table,) = _timing(frame)
+    by_batch = table.frame.set_index("batch_size")
+    assert by_batch["epoch_seconds"].tolist() == [1.0, 0.5]
+    assert by_batch["epoch_seconds_eager"].tolist() == [3.0, 1.0]
+    assert by_batch["captured_speedup"].tolist() == [6.0, 4.0]
+    (plain,) = _timing(frame[frame["param.train_step"].isna()].drop(columns="param.train_step"))
+    assert list(plain.frame.columns) == ["batch_size", "epoch_seconds"] and "captured" not in plain.caption
 
 
 def test_rows_to_frame_takes_the_extractor_from_the_context():

@@ -131,6 +131,17 @@ def test_add_noise_is_the_forward_process(schedule):
     torch.testing.assert_close(schedule.add_noise(x0, t, noise), expected)
 
 
+def test_the_noising_table_noises_bitwise_as_add_noise_at_every_timestep(schedule):
+    """The trainer noises through the device-side table; a run must not change by it: same float32 bits as the
+    checked ``add_noise`` for all T timesteps, on an image-shaped batch."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.arange(T)
+    x0, noise = torch.randn(T, 1, 4, 4, generator=g), torch.randn(T, 1, 4, 4, generator=g)
+    table = schedule.noising_table("cpu")
+    assert table.sqrt_abar.dtype == torch.float32 and table.sqrt_abar.shape == (T,)
+    assert torch.equal(table.add_noise(x0, t, noise), schedule.add_noise(x0, t, noise))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @given(num_steps=st.integers(2, 1200))
 def test_every_accepted_num_steps_gives_a_valid_schedule_or_a_clear_error(kind, num_steps):

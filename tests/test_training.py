@@ -14,10 +14,22 @@ from torch import nn
 
 from diffbench.cache import ArtifactCache
 from diffbench.data import DataConfig, Dataset, load_dataset
+from diffbench.distill import distillation_loss, one_step_loss
 from diffbench.experiments import RunSpec, model_at, train_cached
 from diffbench.models import ModelConfig
 from diffbench.schedules import NoiseSchedule, ScheduleConfig
-from diffbench.training import NonFiniteLossError, TrainConfig, ema_decay_at, scaled_lr, train
+from diffbench.training import (
+    DualScaleLoss,
+    NonFiniteLossError,
+    TrainConfig,
+    _restore_step_state,
+    _step_state,
+    ema_decay_at,
+    epsilon_loss,
+    scaled_lr,
+    train,
+    train_capture_blocker,
+)
 
 MODEL = ModelConfig.of("mlp", hidden=16)
 SCHEDULE = NoiseSchedule.linear(1000)
@@ -338,6 +350,70 @@ def test_train_cached_trains_once_and_model_at_loads_checkpoints(tmp_path):
         model_at(spec, run, 3, torch.device("cpu"))
 
 
+# ------------------------------------------------------------------------------------------ the captured step
+
+
+def test_the_capture_blocker_names_each_reason():
+    """``train`` captures its step only on a CUDA device, for a loss marked capturable and a model without active
+    dropout; each refusal says why (the check reads attributes only, so it runs without a GPU)."""
+    cuda = torch.device("cuda")
+    mlp = MODEL.build(seed=0)
+    assert train_capture_blocker(mlp, epsilon_loss, cuda) is None
+    assert "CUDA device" in train_capture_blocker(mlp, epsilon_loss, torch.device("cpu"))
+    assert "not marked capturable" in train_capture_blocker(mlp, DualScaleLoss(SCHEDULE, seed=0), cuda)
+    assert "not marked capturable" in train_capture_blocker(mlp, lambda model, batch: epsilon_loss(model, batch), cuda)
+    assert train_capture_blocker(mlp, one_step_loss, cuda) is None
+    assert train_capture_blocker(mlp, distillation_loss(MODEL.build(seed=1)), cuda) is None
+    uncapturable_teacher = MODEL.build(seed=1)
+    uncapturable_teacher.capturable = False  # e.g. classifier guidance: autograd inside its forward
+    assert "not marked capturable" in train_capture_blocker(mlp, distillation_loss(uncapturable_teacher), cuda)
+    unet = ModelConfig.of("unet", base_channels=8, dropout=0.1).build(seed=0)
+    assert "dropout" in train_capture_blocker(unet, epsilon_loss, cuda)
+    assert train_capture_blocker(ModelConfig.of("unet", base_channels=8).build(seed=0), epsilon_loss, cuda) is None
+
+
+def test_insisting_on_a_captured_step_without_a_gpu_is_a_clear_error(gmm512):
+    with pytest.raises(ValueError, match=r"cuda_graph=True: CUDA graphs need a CUDA device"):
+        _run(gmm512, cuda_graph=True)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("steps_before", [0, 3], ids=["fresh", "warm"])
+def test_the_captures_warm_up_steps_are_undone_exactly(optimizer, steps_before):
+    """A capture's warm-up runs take real optimiser steps (other data here). Restoring the copy taken before them,
+    in place, leaves the weights and optimiser continuing bitwise as if they had never run, including from a fresh
+    optimiser whose state the warm-up created. Without the restore the weights differ (the check can fail)."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(32, 2, generator=g), torch.randint(1000, (32,), generator=g)) for _ in range(8)]
+
+    def run(*, warm_up: bool, restore: bool = True) -> dict[str, torch.Tensor]:
+        model = MODEL.build(seed=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2) if optimizer == "adamw" else None
+        opt = opt or torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(x: torch.Tensor, t: torch.Tensor) -> None:
+            opt.zero_grad(set_to_none=True)
+            model(x, t).square().mean().backward()
+            opt.step()
+
+        for x, t in batches[:steps_before]:
+            step(x, t)
+        if warm_up:
+            saved = _step_state(model, opt)
+            for x, t in batches[6:]:
+                step(x, t)
+            if restore:
+                _restore_step_state(model, opt, saved)
+        for x, t in batches[3:6]:
+            step(x, t)
+        return {key: value.clone() for key, value in model.state_dict().items()}
+
+    plain = run(warm_up=False)
+    _assert_same_state(run(warm_up=True), plain)
+    unrestored = run(warm_up=True, restore=False)
+    assert any(not torch.equal(unrestored[key], plain[key]) for key in plain)
+
+
 # ------------------------------------------------------------------------------------------------ on a GPU
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -373,3 +449,34 @@ def test_cuda_training_tracks_the_cpu_run_and_resumes_bit_exactly(gmm512, tmp_pa
 def test_a_non_finite_loss_on_cuda_names_its_step(gmm512):
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 1 "):
         _run(replace(gmm512, x=torch.full_like(gmm512.x, float("nan"))), device="cuda")
+
+
+@needs_cuda
+@pytest.mark.parametrize("conditional", [False, True], ids=["gmm-mlp", "digits-unet-label-dropout"])
+def test_the_captured_train_step_matches_the_eager_one(conditional):
+    """``cuda_graph=True`` (one replayed graph per batch size, the last batch smaller here) against
+    ``cuda_graph=False`` on the same GPU, EMA on: the same draws and the same kernels, so weights, EMA checkpoints
+    and the logged losses agree to float tolerance (1e-5 relative)."""
+    if conditional:
+        digits = load_dataset(DataConfig("digits"), "train")
+        data = Dataset("digits", "train", digits.x[:300].clone(), digits.y[:300].clone(), digits.num_classes)
+        size = digits.x.shape[-1]
+        model = ModelConfig.of("unet", base_channels=8, num_classes=digits.num_classes, image_size=size)
+        config = TrainConfig(epochs=2, batch_size=64, lr=1e-3, ema_decay=0.99, label_dropout=0.2, seed=1)
+    else:
+        full = load_dataset(DataConfig("gmm2d"), "train")
+        data = Dataset("gmm2d", "train", full.x[:500].clone(), full.y[:500].clone(), full.num_classes)
+        model, config = MODEL, TrainConfig(epochs=3, batch_size=64, lr=1e-3, ema_decay=0.99, seed=0)
+    runs = {}
+    for graph in (False, True):
+        net = model.build(seed=0)
+        runs[graph] = net, train(net, SCHEDULE, data, config, device="cuda", progress=False, cuda_graph=graph)
+    (eager_net, eager), (graph_net, captured) = runs[False], runs[True]
+    for key, value in eager_net.state_dict().items():
+        torch.testing.assert_close(graph_net.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    for epoch, weights in eager.checkpoints.items():
+        for key, value in weights.items():
+            torch.testing.assert_close(captured.checkpoints[epoch][key], value, rtol=1e-5, atol=1e-6)
+    for row_eager, row_graph in zip(eager.history, captured.history, strict=True):
+        assert row_graph["loss"] == pytest.approx(row_eager["loss"], rel=1e-5)
+        assert row_graph["grad_norm"] == pytest.approx(row_eager["grad_norm"], rel=1e-5)

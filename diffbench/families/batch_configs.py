@@ -241,10 +241,20 @@ def perfect_floor(draw: int, profile: Profile) -> Measurements:
     return out
 
 
-def epoch_timer(batch_size: int, profile: Profile, device: torch.device) -> tuple[Callable[[], None], int, dict]:
+# The trainer's two optimiser steps, timed side by side on a GPU: every kernel launched from Python, or the whole
+# step replayed as one captured CUDA graph (diffbench.training.capture_train_step).
+TRAIN_STEPS = ("eager", "captured")
+
+
+def epoch_timer(
+    batch_size: int, profile: Profile, device: torch.device, *, train_step: str | None = None
+) -> tuple[Callable[[], None], int, dict]:
     """``(run, epochs, params)``: ``run()`` trains a fresh baseline model at ``batch_size`` for ``timing_epochs``
     epochs (same data, fewer optimiser steps at larger batches; the lr does not change the time), without noise
-    probes; seconds per epoch = time of ``run`` / ``epochs``."""
+    probes; seconds per epoch = time of ``run`` / ``epochs``. ``train_step`` ``"eager"`` or ``"captured"`` forces
+    the trainer's step (``train(cuda_graph=...)``, recorded as a parameter); ``None`` times its default."""
+    if train_step not in (None, *TRAIN_STEPS):
+        raise ValueError(f"unknown train_step {train_step!r}; choose one of {TRAIN_STEPS}")
     spec = run_spec(BASELINE, profile)
     config = replace(
         spec.train,
@@ -256,10 +266,14 @@ def epoch_timer(batch_size: int, profile: Profile, device: torch.device) -> tupl
     data = cached_dataset(spec.data, "train")
     schedule = spec.schedule.build()
 
-    def run() -> None:
-        train(spec.model.build(seed=profile.seed), schedule, data, config, device=device, progress=False)
+    graph = None if train_step is None else train_step == "captured"
+    params = {"batch_size": batch_size, "steps_per_epoch": steps_per_epoch(batch_size)}
 
-    return run, config.epochs, {"batch_size": batch_size, "steps_per_epoch": steps_per_epoch(batch_size)}
+    def run() -> None:
+        model = spec.model.build(seed=profile.seed)
+        train(model, schedule, data, config, device=device, progress=False, cuda_graph=graph)
+
+    return run, config.epochs, params if train_step is None else {**params, "train_step": train_step}
 
 
 def _sections(df, run_dir):

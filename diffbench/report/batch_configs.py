@@ -501,12 +501,22 @@ def _verdicts(table: pd.DataFrame, tolerances: dict[str, float]) -> list[Note | 
 
 
 def _timing(df: pd.DataFrame) -> list[Table]:
+    """Seconds per epoch by batch size: the trainer's default step (``epoch_seconds``) and, from a GPU run's
+    ``train_step`` cells, the eager and the captured step side by side with their ratio."""
     rows = df[df["metric"] == "epoch_seconds"]
     if rows.empty or "param.batch_size" not in rows:
         return []
-    frame = rows.groupby("param.batch_size")["value"].mean().rename("epoch_seconds").reset_index()
-    frame = frame.rename(columns={"param.batch_size": "batch_size"})
-    return [Table("Wall time of one training epoch by batch size (timing pass).", frame, name="batch_configs_timing")]
+    step = rows["param.train_step"] if "param.train_step" in rows else pd.Series(None, index=rows.index)
+    column = ("epoch_seconds_" + step.astype("string")).fillna("epoch_seconds")
+    frame = rows.assign(column=column).pivot_table(index="param.batch_size", columns="column", values="value")
+    frame = frame.reset_index().rename(columns={"param.batch_size": "batch_size"})
+    frame.columns.name = None
+    if {"epoch_seconds_eager", "epoch_seconds_captured"} <= set(frame):
+        frame["captured_speedup"] = frame["epoch_seconds_eager"] / frame["epoch_seconds_captured"]
+    caption = "Wall time of one training epoch by batch size (timing pass)"
+    if "captured_speedup" in frame:
+        caption += "; eager vs captured optimiser step, speed-up = eager / captured"
+    return [Table(caption + ".", frame, name="batch_configs_timing")]
 
 
 def _gmm_scatter(df: pd.DataFrame, run_dir: Path, gmm: GMMSpec) -> list[Note | FigureRef]:
