@@ -4,7 +4,9 @@
 with Adam/AdamW, optional EMA of the weights (with a warm-up, see :func:`ema_decay_at`), gradient clipping,
 batch-size LR rules, checkpoints every N epochs and bit-exact resume from the last checkpoint (model, optimiser,
 EMA and the data/noise generator are restored; the EMA step count follows from the epoch). Other objectives are
-losses passed to the same trainer (``DualScaleLoss``: LIFT's two-scale eps loss).
+losses passed to the same trainer (``DualScaleLoss``: LIFT's two-scale eps loss). On a GPU each optimiser step
+replays as one captured CUDA graph where the loss and model allow it (:func:`capture_train_step`,
+``train(cuda_graph=...)``); the host's random draws, and so the results, are those of the eager step.
 """
 
 from __future__ import annotations
@@ -251,7 +253,9 @@ def _step_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str,
 
 
 @torch.no_grad()
-def _restore_step_state(model: nn.Module, opt: torch.optim.Optimizer, saved: tuple[dict[str, Tensor], list[dict]]):
+def _restore_step_state(
+    model: nn.Module, opt: torch.optim.Optimizer, saved: tuple[dict[str, Tensor], list[dict]]
+) -> None:
     """Put back :func:`_step_state`'s copy *in place* (a captured graph reads these very tensors). Optimiser state
     the copy lacks was created by the steps since (Adam's first step) and is reset to what a fresh optimiser
     starts from: zeros (the step count and both moments)."""

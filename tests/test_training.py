@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from diffbench import graphs, training
 from diffbench.cache import ArtifactCache
 from diffbench.data import DataConfig, Dataset, load_dataset
 from diffbench.distill import distillation_loss, one_step_loss
@@ -412,6 +413,69 @@ def test_the_captures_warm_up_steps_are_undone_exactly(optimizer, steps_before):
     _assert_same_state(run(warm_up=True), plain)
     unrestored = run(warm_up=True, restore=False)
     assert any(not torch.equal(unrestored[key], plain[key]) for key in plain)
+
+
+class ReplayLikeCall:
+    """:class:`diffbench.graphs.CapturedCall`'s side effects without a GPU: ``WARMUP_RUNS`` real calls of ``fn`` on
+    its buffers when built (they step the optimiser, as the capture's warm-ups do), then each call copies its inputs
+    into the buffers, runs ``fn`` and writes the outputs into the same tensors every time (a replay overwrites the
+    last replay's outputs)."""
+
+    built: list[dict[str, tuple[int, ...]]] = []
+
+    def __init__(self, fn, example: dict[str, torch.Tensor]) -> None:
+        self._fn, self._buffers = fn, {name: value.clone() for name, value in example.items()}
+        for _ in range(graphs.WARMUP_RUNS):
+            fn(self._buffers)
+        self._outputs: tuple[torch.Tensor, ...] | None = None
+        ReplayLikeCall.built.append({name: tuple(value.shape) for name, value in example.items()})
+
+    def __call__(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        for name, value in inputs.items():
+            self._buffers[name].copy_(value)
+        results = self._fn(self._buffers)
+        if self._outputs is None:
+            self._outputs = tuple(value.clone() for value in results)
+        for output, value in zip(self._outputs, results, strict=True):
+            output.copy_(value)
+        return self._outputs
+
+
+@pytest.mark.parametrize("restore", [True, False], ids=["restored", "control-without-restore"])
+def test_the_captured_step_path_trains_bitwise_as_the_eager_step(monkeypatch, tmp_path, restore):
+    """The trainer's captured path on a CPU, with the graph replaced by :class:`ReplayLikeCall`: one capture per
+    batch size (the last batch of 300 at 64 is 44), warm-up steps undone, outputs copied before the next replay,
+    EMA and label dropout on, and a resume in the middle. Weights, EMA checkpoints and the log equal the eager run's
+    bitwise; the control without the undo differs (the check can fail)."""
+    digits = load_dataset(DataConfig("digits"), "train")
+    data = Dataset("digits", "train", digits.x[:300].clone(), digits.y[:300].clone(), digits.num_classes)
+    spec = ModelConfig.of("unet", base_channels=8, num_classes=digits.num_classes, image_size=digits.x.shape[-1])
+    config = TrainConfig(epochs=3, batch_size=64, lr=1e-3, ema_decay=0.99, label_dropout=0.2, checkpoint_every=1)
+    eager_model = spec.build(seed=0)
+    eager = train(eager_model, SCHEDULE, data, config, progress=False)
+
+    monkeypatch.setattr(graphs, "CapturedCall", ReplayLikeCall)
+    monkeypatch.setattr(training, "train_capture_blocker", lambda model, loss_fn, device: None)
+    if not restore:
+        monkeypatch.setattr(training, "_restore_step_state", lambda model, opt, saved: None)
+    ReplayLikeCall.built.clear()
+    resumable = {"progress": False, "checkpoint_dir": tmp_path}
+
+    def stop_at_2(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(spec.build(seed=0), SCHEDULE, data, config, on_epoch_end=stop_at_2, **resumable)
+    model = spec.build(seed=0)
+    captured = train(model, SCHEDULE, data, config, **resumable)
+    assert [shapes["idx"] for shapes in ReplayLikeCall.built] == [(64,), (44,)] * 2  # per batch size, per run
+    same = all(torch.equal(model.state_dict()[key], value) for key, value in eager_model.state_dict().items())
+    assert same == restore
+    if restore:
+        for epoch, weights in eager.checkpoints.items():
+            _assert_same_state(captured.checkpoints[epoch], weights)
+        assert _without_timing(captured.history) == _without_timing(eager.history)
 
 
 # ------------------------------------------------------------------------------------------------ on a GPU
