@@ -6,7 +6,7 @@ batch-size LR rules, checkpoints every N epochs and bit-exact resume from the la
 EMA and the data/noise generator are restored; the EMA step count follows from the epoch). Other objectives are
 losses passed to the same trainer (``DualScaleLoss``: LIFT's two-scale eps loss). On a GPU each optimiser step
 replays as one captured CUDA graph where the loss and model allow it (:func:`capture_train_step`,
-``train(cuda_graph=...)``); the host's random draws, and so the results, are those of the eager step.
+``train(cuda_graph=...)``), drawing the same batches from the host generator as the eager step.
 """
 
 from __future__ import annotations
