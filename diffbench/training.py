@@ -245,11 +245,16 @@ def train_capture_blocker(model: nn.Module, loss_fn: LossFn, device: torch.devic
     return blocker
 
 
+def _parameters(opt: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
 def _step_state(model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict]]:
     """A copy of what an optimiser step changes: the weights (and buffers) and the optimiser's per-parameter state."""
     weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    params = [p for group in opt.param_groups for p in group["params"]]
-    return weights, [{k: v.clone() if isinstance(v, Tensor) else v for k, v in opt.state[p].items()} for p in params]
+    return weights, [
+        {k: v.clone() if isinstance(v, Tensor) else v for k, v in opt.state[p].items()} for p in _parameters(opt)
+    ]
 
 
 @torch.no_grad()
@@ -262,8 +267,7 @@ def _restore_step_state(
     weights, states = saved
     for key, value in model.state_dict().items():
         value.copy_(weights[key])
-    params = [p for group in opt.param_groups for p in group["params"]]
-    for p, before in zip(params, states, strict=True):
+    for p, before in zip(_parameters(opt), states, strict=True):
         for key, value in opt.state[p].items():
             if not isinstance(value, Tensor):
                 opt.state[p][key] = before.get(key, value)
